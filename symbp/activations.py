@@ -1,0 +1,180 @@
+"""Activation functions: each is a SymPy expression f(z); SymPy finds f'(z) and,
+where it can, rewrites f'(z) in the activation's output a = f(z).
+
+That rewrite is why the document's code writes ``x * (1 - x)``: the backward pass
+already holds a = σ(z) from the forward pass, so σ'(z) = a(1 − a) costs two flops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import sympy as sp
+from sympy.codegen.numpy_nodes import logaddexp
+
+from .spec import SpecError
+
+z = sp.Symbol("z", real=True)
+a = sp.Symbol("a", real=True)
+
+
+class ActivationFunction(sp.Function):
+    """f applied to a pre-activation; subclasses are made per activation.
+
+    Printers dispatch on this class: LaTeX shows ``latex_symbol``, code calls ``code_name``.
+    """
+
+    nargs = 1
+    latex_symbol = "f"
+    code_name = "f"
+    unicode_symbol = "f"
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One activation: its formula, its code form, and the derivative SymPy found."""
+
+    name: str
+    formula: sp.Expr  # f(z), the textbook definition
+    code_formula: sp.Expr  # an equal form that is safe in float64 (checked equal by SymPy)
+    derivative: sp.Expr  # f'(z) as SymPy differentiates it
+    derivative_in_output: sp.Expr | None  # f'(z) written in a = f(z), when SymPy could
+    function: type[ActivationFunction]
+
+    @property
+    def derivative_form(self) -> sp.Expr:
+        """The derivative as code evaluates it: in a where possible, else in z."""
+        return self.derivative if self.derivative_in_output is None else self.derivative_in_output
+
+    @property
+    def needs_z(self) -> bool:
+        """Whether the backward pass must keep z (the derivative cannot be written in a)."""
+        return self.derivative_in_output is None
+
+
+def _same_function(left: sp.Expr, right: sp.Expr) -> bool:
+    """True when SymPy proves left == right for every real z (splitting at z = 0 for steps)."""
+    difference = left - right
+    if difference.has(sp.Heaviside, sp.Piecewise, sp.Max, sp.Min):
+        positive, negative = sp.Symbol("zp", positive=True), sp.Symbol("zn", negative=True)
+        return all(
+            sp.simplify(difference.subs(z, value).rewrite(sp.log)) == 0
+            for value in (positive, negative, sp.Integer(0))
+        )
+    return sp.simplify(difference.rewrite(sp.log)) == 0
+
+
+def _sign_follows_z(formula: sp.Expr) -> bool:
+    """f(z) > 0 exactly when z > 0, so a step in z is the same step in a."""
+    positive, negative = sp.Symbol("zp", positive=True), sp.Symbol("zn", negative=True)
+    return (
+        sp.ask(sp.Q.positive(formula.subs(z, positive))) is True
+        and sp.ask(sp.Q.nonpositive(formula.subs(z, negative))) is True
+        and formula.subs(z, 0) == 0
+    )
+
+
+def rewrite_in_output(formula: sp.Expr, derivative: sp.Expr) -> sp.Expr | None:
+    """Find g with f'(z) = g(f(z)), proved by SymPy, or None.
+
+    Tries, in order: replacing f(z) by a inside f'(z) (tanh); inverting a = f(z) with
+    solve (sigmoid); and for steps, replacing the step in z by the same step in a,
+    valid when f has the sign of z (relu, leaky_relu).
+    """
+    candidates = [derivative.subs(formula, a)]
+    if not derivative.has(sp.Heaviside, sp.Piecewise):
+        try:
+            candidates += [sp.simplify(derivative.subs(z, root)) for root in sp.solve(sp.Eq(a, formula), z)]
+        except NotImplementedError:
+            pass
+    elif _sign_follows_z(formula):
+        candidates.append(derivative.subs(z, a))
+    for candidate in candidates:
+        if candidate.has(z) or candidate.has(sp.I):
+            continue
+        if _same_function(candidate.subs(a, formula), derivative):
+            return candidate
+    return None
+
+
+def _function_class(name: str, latex_symbol: str, unicode_symbol: str) -> type[ActivationFunction]:
+    return type(name, (ActivationFunction,), {
+        "latex_symbol": latex_symbol, "code_name": name, "unicode_symbol": unicode_symbol,
+    })
+
+
+def _build(name: str, formula: sp.Expr, code_formula: sp.Expr, latex_symbol: str,
+           unicode_symbol: str) -> Activation:
+    derivative = sp.diff(formula, z)
+    # At a kink SymPy's step is ½; training code, like PyTorch, takes 0 there.
+    derivative = derivative.replace(sp.Heaviside, lambda arg, *h: sp.Heaviside(arg, 0))
+    if not _same_function(code_formula, formula):
+        raise AssertionError(f"code form of {name} differs from its formula")
+    activation = Activation(
+        name=name,
+        formula=formula,
+        code_formula=code_formula,
+        derivative=derivative,
+        derivative_in_output=rewrite_in_output(formula, derivative),
+        function=_function_class(name, latex_symbol, unicode_symbol),
+    )
+    _ALL.append(activation)
+    return activation
+
+
+_ALL: list[Activation] = []
+
+
+def _leaky(slope: sp.Rational) -> tuple[sp.Expr, sp.Expr]:
+    form = sp.Piecewise((z, z > 0), (slope * z, True))
+    return form, form
+
+
+_BUILTINS = {
+    # name: (formula, numerically safe code form, LaTeX symbol, plain symbol)
+    "sigmoid": (1 / (1 + sp.exp(-z)), sp.exp(-logaddexp(0, -z)), r"\sigma", "σ"),
+    "tanh": (sp.tanh(z), sp.tanh(z), r"\tanh", "tanh"),
+    "relu": (sp.Max(0, z), sp.Max(0, z), r"\operatorname{relu}", "relu"),
+    "softplus": (sp.log(1 + sp.exp(z)), logaddexp(0, z), r"\operatorname{softplus}", "softplus"),
+    "identity": (z, z, r"\operatorname{id}", "id"),
+}
+
+
+@cache
+def get_activation(name: str) -> Activation:
+    """The activation called ``name`` (``leaky_relu`` or ``leaky_relu(0.1)`` for a slope)."""
+    if name in _BUILTINS:
+        formula, code_formula, latex_symbol, unicode_symbol = _BUILTINS[name]
+        return _build(name, formula, code_formula, latex_symbol, unicode_symbol)
+    if name == "leaky_relu" or (name.startswith("leaky_relu(") and name.endswith(")")):
+        slope_text = name[len("leaky_relu("):-1] if name != "leaky_relu" else "0.01"
+        slope = _parse_slope(slope_text, name)
+        formula, code_formula = _leaky(slope)
+        return _build("leaky_relu", formula, code_formula, r"\operatorname{leaky\_relu}", "leaky_relu")
+    raise SpecError(f"unknown activation {name!r}: choose one of {', '.join(activation_names())}")
+
+
+def _parse_slope(text: str, name: str) -> sp.Rational:
+    """A decimal in [0, 1), read as an exact rational without evaluating anything."""
+    body = text.strip()
+    digits = body.replace(".", "", 1)
+    if not digits.isdigit() or not digits.isascii():
+        raise SpecError(f"bad activation {name!r}: the slope must be a decimal number such as leaky_relu(0.01)")
+    slope = sp.Rational(body)
+    if not 0 <= slope < 1:
+        raise SpecError(f"bad activation {name!r}: the slope must be at least 0 and below 1")
+    return slope
+
+
+def activation_names() -> tuple[str, ...]:
+    """Names accepted by --activation."""
+    return (*_BUILTINS, "leaky_relu(slope)")
+
+
+def get_activation_by_function(function: type[ActivationFunction]) -> Activation:
+    """The activation whose SymPy function class is ``function``."""
+    for cached in _ALL:
+        if cached.function is function:
+            return cached
+    raise KeyError(function.__name__)

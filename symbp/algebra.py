@@ -1,0 +1,69 @@
+"""The few SymPy nodes the derivation needs beyond SymPy's own matrix expressions.
+
+Each vector quantity has a code name such as ``W2``, ``delta1`` or ``X``; printers read
+the name with :func:`split_name` and draw it in their own notation (W⁽²⁾, δ⁽¹⁾, X).
+"""
+
+from __future__ import annotations
+
+import re
+
+import sympy as sp
+from sympy.matrices.expressions.matexpr import MatrixExpr
+
+_NAME = re.compile(r"(W|b|z|a|delta|dW|db)(\d+)")
+
+
+def split_name(name: str) -> tuple[str, int | None]:
+    """'delta2' -> ('delta', 2); 'X' -> ('X', None)."""
+    match = _NAME.fullmatch(name)
+    return (match.group(1), int(match.group(2))) if match else (name, None)
+
+
+class Elementwise(MatrixExpr):
+    """A scalar formula read entry by entry.
+
+    Its symbols name whole vectors: ``Elementwise(a2*(1 - a2), 1, 1)`` is a⁽²⁾ ⊙ (1 − a⁽²⁾).
+    NumPy evaluates the scalar formula elementwise as written, so code printers print it as is.
+    """
+
+    def __new__(cls, expr: sp.Expr, rows: int, cols: int = 1) -> Elementwise:
+        return super().__new__(cls, sp.sympify(expr), sp.Integer(rows), sp.Integer(cols))
+
+    @property
+    def expr(self) -> sp.Expr:
+        return self.args[0]
+
+    @property
+    def shape(self) -> tuple[sp.Integer, sp.Integer]:
+        return self.args[1], self.args[2]
+
+
+class SampleSum(MatrixExpr):
+    """Σ over the samples: the document's ``np.sum(delta, axis=1, keepdims=True)``."""
+
+    def __new__(cls, arg: MatrixExpr) -> SampleSum:
+        return super().__new__(cls, arg)
+
+    @property
+    def arg(self) -> MatrixExpr:
+        return self.args[0]
+
+    @property
+    def shape(self) -> tuple[sp.Expr, sp.Expr]:
+        return self.arg.shape
+
+
+class Partial(sp.Basic):
+    """The notation ∂num/∂den for a chain-rule factor; it is a label, not a computation."""
+
+    def __new__(cls, num: sp.Basic, den: sp.Basic) -> Partial:
+        return super().__new__(cls, num, den)
+
+    @property
+    def num(self) -> sp.Basic:
+        return self.args[0]
+
+    @property
+    def den(self) -> sp.Basic:
+        return self.args[1]

@@ -1,0 +1,291 @@
+"""Backpropagation derived by SymPy, for one sample with samples in columns.
+
+The derivation is data: lists of equations between SymPy objects. Renderers (LaTeX,
+code) only print them; the verifier proves them against direct differentiation.
+
+Where each piece comes from:
+
+* f'(z) and its form in a = f(z): ``sympy.diff`` and :func:`activations.rewrite_in_output`;
+* ∂ℓ/∂a: ``sympy.diff`` of the loss per unit; δ⁽ᴸ⁾ = ∂ℓ/∂a ⊙ f'(z⁽ᴸ⁾), simplified by SymPy
+  when the product cancels (sigmoid with bce gives a − y);
+* ∂z⁽ˡ⁾ᵢ/∂a⁽ˡ⁻¹⁾ⱼ and ∂z⁽ˡ⁾ᵢ/∂W⁽ˡ⁾ₚq: ``sympy.diff`` of the indexed sum z = Σₖ Wᵢₖ aₖ + bᵢ.
+  Read as matrices they give the transpose in δ⁽ˡ⁾ = (W⁽ˡ⁺¹⁾)ᵀ δ⁽ˡ⁺¹⁾ ⊙ f'(z⁽ˡ⁾)
+  and the outer product ∂L/∂W⁽ˡ⁾ = δ⁽ˡ⁾ (a⁽ˡ⁻¹⁾)ᵀ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import sympy as sp
+
+from . import activations as act
+from . import losses as lss
+from .activations import Activation, get_activation
+from .algebra import Elementwise, Partial, SampleSum
+from .losses import Loss, get_loss
+from .spec import NetworkSpec, SpecError, make_spec
+
+L = sp.Symbol("L")
+alpha = sp.Symbol("alpha", positive=True)
+m = sp.Symbol("m", positive=True, integer=True)
+
+
+@dataclass(frozen=True)
+class Equation:
+    """lhs = rhs in the document's notation; ``value`` is rhs with every factor computed.
+
+    ``relation`` is "=" for a definition and "-=" for an update: lhs ← lhs − rhs.
+    """
+
+    lhs: sp.Basic
+    rhs: sp.Basic
+    value: sp.Basic | None = None
+    relation: str = "="
+
+    @property
+    def computed(self) -> sp.Basic:
+        return self.rhs if self.value is None else self.value
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One factor of a chain rule: its notation, its value, and the index form SymPy found."""
+
+    partial: Partial
+    value: sp.Basic
+    index_form: Equation | None = None
+    notation: sp.Basic | None = None  # e.g. σ'(z⁽²⁾), shown between partial and value
+
+
+@dataclass(frozen=True)
+class ChainRule:
+    """target = f₁ · f₂ · …, the factorization the document writes out."""
+
+    target: Partial
+    factors: tuple[Factor, ...]
+
+
+@dataclass(frozen=True)
+class LayerSymbols:
+    """The symbols of layer l, as matrices (for matrix formulas) and as names (elementwise)."""
+
+    index: int
+    W: sp.MatrixSymbol
+    b: sp.MatrixSymbol
+    z: sp.MatrixSymbol
+    a: sp.MatrixSymbol
+    delta: sp.MatrixSymbol
+    dW: sp.MatrixSymbol
+    db: sp.MatrixSymbol
+
+    @property
+    def a_unit(self) -> sp.Symbol:
+        return sp.Symbol(self.a.name)
+
+    @property
+    def z_unit(self) -> sp.Symbol:
+        return sp.Symbol(self.z.name)
+
+
+@dataclass(frozen=True)
+class OutputDelta:
+    """How δ⁽ᴸ⁾ = ∂ℓ/∂a ⊙ f'(z) came out: as a product, or simplified by SymPy."""
+
+    loss_derivative: sp.Expr  # ∂ℓ/∂a in the unit symbols a, y
+    activation_derivative: sp.Expr  # f'(z) in a (or z)
+    simplified: sp.Expr | None  # the product after SymPy cancelled it, if that is simpler
+
+
+@dataclass
+class Derivation:
+    """Everything symbp knows about one network's backpropagation."""
+
+    spec: NetworkSpec
+    activations: tuple[Activation, ...]
+    loss: Loss
+    layers: tuple[LayerSymbols, ...]
+    X: sp.MatrixSymbol
+    Y: sp.MatrixSymbol
+    forward: tuple[Equation, ...] = ()
+    loss_equation: Equation | None = None
+    output_delta: OutputDelta | None = None
+    chain_rules: tuple[ChainRule, ...] = ()
+    backward: tuple[Equation, ...] = ()
+    gradients: tuple[Equation, ...] = ()
+    updates: tuple[Equation, ...] = ()
+    activation_equations: tuple[tuple[Activation, Equation, Equation, Equation | None], ...] = field(default=())
+
+    def latex(self) -> str:
+        """The derivation's equations as LaTeX (an ``align*``-ready list)."""
+        from .latex import render_latex
+
+        return render_latex(self)
+
+    def _repr_latex_(self) -> str:
+        from .latex import render_latex
+
+        return render_latex(self, display=True)
+
+    def verify(self, samples: int = 1):
+        """Prove every gradient formula against direct differentiation (see :mod:`symbp.verify`)."""
+        from .verify import verify
+
+        return verify(self, samples=samples)
+
+    @cached_property
+    def params(self) -> tuple[sp.MatrixSymbol, ...]:
+        """W1, b1, W2, b2, … in the generated module's order."""
+        return tuple(s for layer in self.layers for s in (layer.W, layer.b))
+
+
+def _layer_symbols(widths: tuple[int, ...]) -> tuple[LayerSymbols, ...]:
+    layers = []
+    for index in range(1, len(widths)):
+        rows, cols = widths[index], widths[index - 1]
+        layers.append(LayerSymbols(
+            index=index,
+            W=sp.MatrixSymbol(f"W{index}", rows, cols),
+            b=sp.MatrixSymbol(f"b{index}", rows, 1),
+            z=sp.MatrixSymbol(f"z{index}", rows, 1),
+            a=sp.MatrixSymbol(f"a{index}", rows, 1),
+            delta=sp.MatrixSymbol(f"delta{index}", rows, 1),
+            dW=sp.MatrixSymbol(f"dW{index}", rows, cols),
+            db=sp.MatrixSymbol(f"db{index}", rows, 1),
+        ))
+    return tuple(layers)
+
+
+def linear_partials(layer: LayerSymbols, previous: sp.Symbol) -> tuple[Equation, Equation]:
+    """∂zᵢ/∂aⱼ and ∂zᵢ/∂Wₚq of zᵢ = Σₖ Wᵢₖ aₖ + bᵢ, differentiated by SymPy."""
+    i, j, k, p, q = sp.symbols("i j k p q", integer=True, positive=True)
+    n = sp.Symbol("n", integer=True, positive=True)
+    W, a_prev, b, z = (sp.IndexedBase(name) for name in (layer.W.name, str(previous), layer.b.name, layer.z.name))
+    z_i = sp.Sum(W[i, k] * a_prev[k], (k, 1, n)) + b[i]
+    # j and q run over 1 … n by construction; SymPy's range guard is then always true.
+    in_range = {sp.Piecewise: lambda *pieces: pieces[0][0]}
+    dz_da = sp.diff(z_i, a_prev[j]).doit().replace(sp.Piecewise, in_range[sp.Piecewise])
+    dz_dW = sp.diff(z_i, W[p, q]).doit().replace(sp.Piecewise, in_range[sp.Piecewise])
+    dz_dW = sp.simplify(dz_dW)
+    return (Equation(Partial(z[i], a_prev[j]), dz_da), Equation(Partial(z[i], W[p, q]), dz_dW))
+
+
+def derive(layers: str | tuple[int, ...] = "2-2-1", activation: str = "sigmoid", loss: str = "half_se",
+           reduction: str = "sum") -> Derivation:
+    """Derive backpropagation for a network described as on the command line."""
+    return derive_spec(make_spec(layers, activation, loss, reduction))
+
+
+def derive_spec(spec: NetworkSpec) -> Derivation:
+    """Derive backpropagation for a checked :class:`NetworkSpec`."""
+    activations = tuple(get_activation(name) for name in spec.activations)
+    loss = get_loss(spec.loss)
+    if spec.loss == "cross_entropy":
+        raise SpecError("loss cross_entropy needs a softmax output layer, which this version does not derive yet")
+    layers = _layer_symbols(spec.layers)
+    X = sp.MatrixSymbol("X", spec.layers[0], 1)
+    Y = sp.MatrixSymbol("y", spec.layers[-1], 1)
+    d = Derivation(spec, activations, loss, layers, X, Y)
+
+    inputs = (X, *(layer.a for layer in layers[:-1]))
+
+    d.activation_equations = tuple(_activation_equations(f) for f in dict.fromkeys(activations))
+
+    forward = []
+    for layer, previous, f in zip(layers, inputs, activations):
+        forward.append(Equation(layer.z, layer.W * previous + layer.b))
+        forward.append(Equation(layer.a, Elementwise(f.function(layer.z_unit), layer.a.rows)))
+    d.forward = tuple(forward)
+
+    out, f_out = layers[-1], activations[-1]
+    unit = {lss.a: out.a_unit, lss.y: sp.Symbol(Y.name)}
+    d.loss_equation = Equation(L, _total_loss(loss, out, Y, spec.reduction))
+
+    dl_da = loss.derivative.subs(unit)
+    if spec.reduction == "mean":
+        dl_da = dl_da / m
+    df_out = _in_layer(f_out, out)
+    product = dl_da * df_out
+    simplified = sp.factor(sp.cancel(product))
+    simpler = sp.count_ops(simplified) < sp.count_ops(dl_da) + sp.count_ops(df_out)
+    d.output_delta = OutputDelta(dl_da, df_out, simplified if simpler else None)
+
+    n_out = out.a.rows
+    backward = [Equation(
+        out.delta,
+        sp.HadamardProduct(Elementwise(dl_da, n_out), _derivative_notation(f_out, out)),
+        Elementwise(simplified, n_out) if simpler
+        else sp.HadamardProduct(Elementwise(dl_da, n_out), Elementwise(df_out, n_out)),
+    )]
+    for layer, above, f in zip(reversed(layers[:-1]), reversed(layers[1:]), reversed(activations[:-1])):
+        propagated = above.W.T * above.delta
+        backward.append(Equation(
+            layer.delta,
+            sp.HadamardProduct(propagated, _derivative_notation(f, layer)),
+            sp.HadamardProduct(propagated, Elementwise(_in_layer(f, layer), layer.a.rows)),
+        ))
+    d.backward = tuple(backward)
+
+    gradients, updates = [], []
+    for layer, previous in reversed(tuple(zip(layers, inputs))):
+        gradients.append(Equation(layer.dW, layer.delta * previous.T))
+        gradients.append(Equation(layer.db, SampleSum(layer.delta)))
+        updates.append(Equation(layer.W, alpha * layer.dW, relation="-="))
+        updates.append(Equation(layer.b, alpha * layer.db, relation="-="))
+    d.gradients = tuple(gradients)
+    d.updates = tuple(updates)
+    d.chain_rules = _chain_rules(d, inputs)
+    return d
+
+
+def _activation_equations(f: Activation) -> tuple[Activation, Equation, Equation, Equation | None]:
+    """f(z) = formula; f'(z) = SymPy's derivative; f'(z) = g(a) where SymPy found g."""
+    applied = f.function(act.z)
+    definition = Equation(applied, f.formula)
+    derivative = Equation(sp.Derivative(applied, act.z), f.derivative)
+    in_output = None
+    if f.derivative_in_output is not None:
+        in_output = Equation(sp.Derivative(applied, act.z), f.derivative_in_output.subs(act.a, applied))
+    return f, definition, derivative, in_output
+
+
+def _in_layer(f: Activation, layer: LayerSymbols) -> sp.Expr:
+    """f'(z⁽ˡ⁾) as computed: in a⁽ˡ⁾ when possible, else in z⁽ˡ⁾."""
+    return f.derivative_form.subs({act.a: layer.a_unit, act.z: layer.z_unit})
+
+
+def _derivative_notation(f: Activation, layer: LayerSymbols) -> Elementwise:
+    """f'(z⁽ˡ⁾) as notation."""
+    return Elementwise(sp.Derivative(f.function(layer.z_unit), layer.z_unit), layer.a.rows)
+
+
+def _total_loss(loss: Loss, out: LayerSymbols, Y: sp.MatrixSymbol, reduction: str) -> sp.Expr:
+    """L = Σᵢ ℓ(a⁽ᴸ⁾ᵢ, yᵢ), written without the index when there is one output unit."""
+    if out.a.rows == 1:
+        total = loss.per_unit.subs({lss.a: out.a_unit, lss.y: sp.Symbol(Y.name)})
+    else:
+        i = sp.Symbol("i", integer=True, positive=True)
+        term = loss.per_unit.subs({lss.a: sp.IndexedBase(out.a.name)[i], lss.y: sp.IndexedBase(Y.name)[i]})
+        total = sp.Sum(term, (i, 1, out.a.rows))
+    return total / m if reduction == "mean" else total
+
+
+def _chain_rules(d: Derivation, inputs: tuple[sp.MatrixSymbol, ...]) -> tuple[ChainRule, ...]:
+    """The document's two factorizations: ∂L/∂W⁽ᴸ⁾ and, with a hidden layer, δ⁽ᴸ⁻¹⁾."""
+    out, f_out = d.layers[-1], d.activations[-1]
+    n_out = out.a.rows
+    dl_da = Factor(Partial(L, out.a), Elementwise(d.output_delta.loss_derivative, n_out))
+    da_dz = Factor(Partial(out.a, out.z), Elementwise(d.output_delta.activation_derivative, n_out),
+                   notation=_derivative_notation(f_out, out))
+    dz_da, dz_dW = linear_partials(out, sp.Symbol(inputs[-1].name))
+    rules = [ChainRule(Partial(L, out.W), (dl_da, da_dz, Factor(Partial(out.z, out.W), inputs[-1].T, dz_dW)))]
+    if len(d.layers) > 1:
+        hidden, f_hidden = d.layers[-2], d.activations[-2]
+        rules.append(ChainRule(Partial(L, hidden.z), (
+            dl_da, da_dz,
+            Factor(Partial(out.z, hidden.a), out.W, dz_da),
+            Factor(Partial(hidden.a, hidden.z), Elementwise(_in_layer(f_hidden, hidden), hidden.a.rows),
+                   notation=_derivative_notation(f_hidden, hidden)),
+        )))
+    return tuple(rules)

@@ -1,0 +1,105 @@
+"""The network as the user wrote it: layer widths, activations, loss, reduction.
+
+Parsing here is plain string work (split, isdigit, table look-up): no user text
+is ever evaluated as Python.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+LOSSES = ("half_se", "bce", "cross_entropy")
+REDUCTIONS = ("sum", "mean")
+
+
+class SpecError(ValueError):
+    """A network description that symbp refuses; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A feed-forward network: widths n_0 … n_L, one activation per layer 1 … L, a loss."""
+
+    layers: tuple[int, ...]
+    activations: tuple[str, ...]
+    loss: str = "half_se"
+    reduction: str = "sum"
+
+    @property
+    def depth(self) -> int:
+        """L, the number of weight layers."""
+        return len(self.layers) - 1
+
+    def options(self) -> str:
+        """The command-line options that describe this network, in canonical form."""
+        acts = self.activations
+        activation = acts[0] if len(set(acts)) == 1 else ",".join(acts)
+        text = f"--layers {'-'.join(map(str, self.layers))} --activation {_quote(activation)} --loss {self.loss}"
+        if self.reduction != "sum":
+            text += f" --reduction {self.reduction}"
+        return text
+
+
+def _quote(text: str) -> str:
+    return text if re.fullmatch(r"[A-Za-z0-9_.,=-]+", text) else "'" + text.replace("'", "") + "'"
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """'2-2-1' -> (2, 2, 1). At least an input and an output width, each a positive integer."""
+    if not isinstance(text, str) or not text.strip():
+        raise SpecError(f"bad --layers {text!r}: expected widths joined by '-', e.g. 2-2-1")
+    parts = text.strip().split("-")
+    if len(parts) < 2:
+        raise SpecError(f"bad --layers {text!r}: need at least an input and an output width, e.g. 2-2-1")
+    widths = []
+    for part in parts:
+        if not part.isdigit() or not part.isascii():
+            raise SpecError(f"bad --layers {text!r}: {part!r} is not a positive integer width")
+        width = int(part)
+        if width < 1 or width > 100_000:
+            raise SpecError(f"bad --layers {text!r}: width {part} must be between 1 and 100000")
+        widths.append(width)
+    return tuple(widths)
+
+
+def split_activations(text: str, depth: int) -> tuple[str, ...]:
+    """One name for every layer, or a comma-separated list with one per layer."""
+    if not isinstance(text, str) or not text.strip():
+        raise SpecError("bad --activation: give a name such as sigmoid, or one per layer separated by commas")
+    names = tuple(part.strip() for part in _split_top_level_commas(text))
+    if len(names) == 1:
+        return names * depth
+    if len(names) != depth:
+        raise SpecError(
+            f"bad --activation {text!r}: {len(names)} activations for {depth} layers; give one, or one per layer"
+        )
+    return names
+
+
+def _split_top_level_commas(text: str) -> list[str]:
+    """Split on commas outside parentheses, so 'leaky_relu(0.1),sigmoid' stays two names."""
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return parts
+
+
+def make_spec(layers: str | tuple[int, ...], activation: str = "sigmoid", loss: str = "half_se",
+              reduction: str = "sum") -> NetworkSpec:
+    """Build and check a NetworkSpec from the same words the command line takes."""
+    widths = parse_layers(layers) if isinstance(layers, str) else tuple(int(w) for w in layers)
+    if len(widths) < 2 or any(w < 1 for w in widths):
+        raise SpecError(f"bad layers {widths!r}: need at least two positive widths")
+    if loss not in LOSSES:
+        raise SpecError(f"unknown loss {loss!r}: choose one of {', '.join(LOSSES)}")
+    if reduction not in REDUCTIONS:
+        raise SpecError(f"unknown reduction {reduction!r}: choose sum or mean")
+    return NetworkSpec(widths, split_activations(activation, len(widths) - 1), loss, reduction)
