@@ -19,10 +19,12 @@ z = sp.Symbol("z", real=True)
 a = sp.Symbol("a", real=True)
 
 
-class ActivationFunction(sp.Function):
+class ActivationBase(sp.Function):
     """f applied to a pre-activation; subclasses are made per activation.
 
-    Printers dispatch on this class: LaTeX shows ``latex_symbol``, code calls ``code_name``.
+    Printers dispatch on this class (``_print_ActivationBase``; SymPy's dispatcher only
+    looks past a Function subclass's own name for bases whose names end in "Base").
+    LaTeX shows ``latex_symbol``, code calls ``code_name``.
     """
 
     nargs = 1
@@ -40,7 +42,7 @@ class Activation:
     code_formula: sp.Expr  # an equal form that is safe in float64 (checked equal by SymPy)
     derivative: sp.Expr  # f'(z) as SymPy differentiates it
     derivative_in_output: sp.Expr | None  # f'(z) written in a = f(z), when SymPy could
-    function: type[ActivationFunction]
+    function: type[ActivationBase]
 
     @property
     def derivative_form(self) -> sp.Expr:
@@ -98,8 +100,8 @@ def rewrite_in_output(formula: sp.Expr, derivative: sp.Expr) -> sp.Expr | None:
     return None
 
 
-def _function_class(name: str, latex_symbol: str, unicode_symbol: str) -> type[ActivationFunction]:
-    return type(name, (ActivationFunction,), {
+def _function_class(name: str, latex_symbol: str, unicode_symbol: str) -> type[ActivationBase]:
+    return type(name, (ActivationBase,), {
         "latex_symbol": latex_symbol, "code_name": name, "unicode_symbol": unicode_symbol,
     })
 
@@ -172,7 +174,7 @@ def activation_names() -> tuple[str, ...]:
     return (*_BUILTINS, "leaky_relu(slope)")
 
 
-def get_activation_by_function(function: type[ActivationFunction]) -> Activation:
+def get_activation_by_function(function: type[ActivationBase]) -> Activation:
     """The activation whose SymPy function class is ``function``."""
     for cached in _ALL:
         if cached.function is function:

@@ -229,10 +229,11 @@ def derive_spec(spec: NetworkSpec) -> Derivation:
 
     gradients, updates = [], []
     for layer, previous in reversed(tuple(zip(layers, inputs))):
-        gradients.append(Equation(layer.dW, layer.delta * previous.T))
-        gradients.append(Equation(layer.db, SampleSum(layer.delta)))
-        updates.append(Equation(layer.W, alpha * layer.dW, relation="-="))
-        updates.append(Equation(layer.b, alpha * layer.db, relation="-="))
+        dW, db = layer.delta * previous.T, SampleSum(layer.delta)
+        gradients.append(Equation(layer.dW, dW))
+        gradients.append(Equation(layer.db, db))
+        updates.append(Equation(layer.W, alpha * layer.dW, alpha * dW, relation="-="))
+        updates.append(Equation(layer.b, alpha * layer.db, alpha * db, relation="-="))
     d.gradients = tuple(gradients)
     d.updates = tuple(updates)
     d.chain_rules = _chain_rules(d, inputs)

@@ -17,7 +17,7 @@ import sympy as sp
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
 from . import activations as act
-from .activations import ActivationFunction
+from .activations import ActivationBase
 from .algebra import Elementwise, SampleSum
 from .derive import Derivation, m
 
@@ -148,10 +148,10 @@ def _expand_activations(expr: sp.Expr) -> sp.Expr:
     def formula_of(f: sp.Expr) -> sp.Expr:
         return act.get_activation_by_function(type(f)).formula.subs(act.z, f.args[0])
 
-    expr = expr.replace(lambda e: isinstance(e, sp.Derivative) and isinstance(e.expr, ActivationFunction),
+    expr = expr.replace(lambda e: isinstance(e, sp.Derivative) and isinstance(e.expr, ActivationBase),
                         lambda e: sp.diff(formula_of(e.expr).subs(e.variables[0], act.z), act.z).subs(
                             act.z, e.variables[0]))
-    return expr.replace(lambda e: isinstance(e, ActivationFunction), formula_of)
+    return expr.replace(lambda e: isinstance(e, ActivationBase), formula_of)
 
 
 def _broadcast(value: sp.Matrix, cols: int) -> sp.Matrix:

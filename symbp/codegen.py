@@ -1,0 +1,281 @@
+"""NumPy code for a derivation: SymPy's NumPy printer in the module's own dialect,
+a plain-text printer for the formula comments, and the Jinja2 rendering of templates/.
+
+Every expression in a generated module comes out of a SymPy object through a printer;
+the templates only arrange the printed statements.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import sympy as sp
+from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.precedence import PRECEDENCE, precedence
+from sympy.printing.str import StrPrinter
+
+from . import __version__
+from . import losses as lss
+from .algebra import Elementwise, SampleSum, split_name
+from .derive import Derivation, Equation, alpha, m
+
+_CODE_NAMES = {"y": "Y", "alpha": "learning_rate"}
+
+
+class NumpyCodePrinter(NumPyPrinter):
+    """SymPy's NumPy printer writing ``np.``, ``@``, ``.T`` and ruff-formatted spacing."""
+
+    def __init__(self, names: dict[str, str] | None = None) -> None:
+        super().__init__({"fully_qualified_modules": True, "strict": True})
+        self.names = {**_CODE_NAMES, **(names or {})}
+
+    def _module_format(self, fqn: str, register: bool = True) -> str:
+        return "np." + fqn[len("numpy."):] if fqn.startswith("numpy.") else super()._module_format(fqn, register)
+
+    def _print_Symbol(self, expr: sp.Symbol) -> str:
+        return self.names.get(expr.name, expr.name)
+
+    _print_MatrixSymbol = _print_Symbol
+
+    def _operand(self, expr: sp.Basic, level: int) -> str:
+        text = self._print(expr)
+        inner = expr.expr if isinstance(expr, Elementwise) else expr
+        return f"({text})" if precedence(inner) < level else text
+
+    def _print_MatMul(self, expr: sp.MatMul) -> str:
+        coeff, matrices = expr.as_coeff_matrices()
+        product = " @ ".join(self._operand(arg, PRECEDENCE["Mul"]) for arg in matrices)
+        return product if coeff == 1 else f"{self._operand(coeff, PRECEDENCE['Mul'])} * {product}"
+
+    def _print_Transpose(self, expr: sp.Transpose) -> str:
+        return f"{self._operand(expr.arg, PRECEDENCE['Atom'])}.T"
+
+    def _print_HadamardProduct(self, expr: sp.HadamardProduct) -> str:
+        return " * ".join(self._operand(arg, PRECEDENCE["Mul"] + 1) for arg in expr.args)
+
+    def _print_Elementwise(self, expr: Elementwise) -> str:
+        return self._print(expr.expr)
+
+    def _print_SampleSum(self, expr: SampleSum) -> str:
+        return f"{self._module_format('numpy.sum')}({self._print(expr.arg)}, axis=1, keepdims=True)"
+
+    def _print_ActivationBase(self, expr: sp.Function) -> str:
+        return f"{type(expr).code_name}({self._print(expr.args[0])})"
+
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        if expr.could_extract_minus_sign():
+            return "-" + self._operand(-expr, PRECEDENCE["Mul"] + 1)
+        num, den = sp.fraction(expr)
+        text = " * ".join(self._operand(f, PRECEDENCE["Mul"]) for f in sp.Mul.make_args(num))
+        if den == 1:
+            return text
+        return f"{text} / {self._operand(den, PRECEDENCE['Mul'] + 1)}"
+
+    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
+        base, exp = expr.args
+        if exp.is_Integer and exp > 0:
+            simple = isinstance(base, sp.Symbol)
+            joiner = "**" if simple else " ** "
+            return f"{self._operand(base, PRECEDENCE['Pow'] + 1)}{joiner}{exp}"
+        if exp.is_Integer and exp < 0:
+            return f"1 / {self._operand(base ** -exp, PRECEDENCE['Mul'] + 1)}"
+        return super()._print_Pow(expr, rational=rational)
+
+    def _print_Rational(self, expr: sp.Rational) -> str:
+        return f"{expr.p} / {expr.q}"
+
+    def _print_Heaviside(self, expr: sp.Heaviside) -> str:
+        at_zero = float(expr.args[1]) if len(expr.args) > 1 else 0.5
+        return f"{self._module_format('numpy.heaviside')}({self._print(expr.args[0])}, {at_zero!r})"
+
+    def _print_Max(self, expr: sp.Max) -> str:
+        left, right = expr.args
+        return f"{self._module_format('numpy.maximum')}({self._print(left)}, {self._print(right)})"
+
+    def _print_Piecewise(self, expr: sp.Piecewise) -> str:
+        (value, condition), (otherwise, _) = expr.args
+        return (f"{self._module_format('numpy.where')}({self._print(condition)}, "
+                f"{self._print(value)}, {self._print(otherwise)})")
+
+
+_SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+_PLAIN_NAMES = {"alpha": "α", "delta": "δ"}
+
+
+class FormulaCommentPrinter(StrPrinter):
+    """Plain-text formulas for comments: W⁽²⁾, δ⁽¹⁾, (W⁽²⁾)ᵀ, ⊙, σ'(z⁽²⁾), ∂L/∂W⁽¹⁾."""
+
+    def _print_Symbol(self, expr: sp.Symbol) -> str:
+        base, layer = split_name(expr.name)
+        if layer is None:
+            return _PLAIN_NAMES.get(base, base)
+        sup = f"⁽{str(layer).translate(_SUPERSCRIPT)}⁾"
+        if base in ("dW", "db"):
+            return f"∂L/∂{base[1]}{sup}"
+        return f"{_PLAIN_NAMES.get(base, base)}{sup}"
+
+    _print_MatrixSymbol = _print_Symbol
+
+    def _print_Transpose(self, expr: sp.Transpose) -> str:
+        inner = self._print(expr.arg)
+        return f"{inner}ᵀ" if split_name(expr.arg.name)[1] is None else f"({inner})ᵀ"
+
+    def _print_MatMul(self, expr: sp.MatMul) -> str:
+        return " ".join(self.parenthesize(arg, PRECEDENCE["Mul"]) for arg in expr.args)
+
+    def _print_HadamardProduct(self, expr: sp.HadamardProduct) -> str:
+        parts = []
+        for arg in expr.args:
+            inner = arg.expr if isinstance(arg, Elementwise) else arg
+            text = self._print(arg)
+            parts.append(f"({text})" if isinstance(inner, (sp.Add, sp.MatAdd)) else text)
+        return " ⊙ ".join(parts)
+
+    def _print_Elementwise(self, expr: Elementwise) -> str:
+        return self._print(expr.expr)
+
+    def _print_SampleSum(self, expr: SampleSum) -> str:
+        return f"Σ {self._print(expr.arg)}"
+
+    def _print_ActivationBase(self, expr: sp.Function) -> str:
+        return f"{type(expr).unicode_symbol}({self._print(expr.args[0])})"
+
+    def _print_Derivative(self, expr: sp.Derivative) -> str:
+        return f"{type(expr.expr).unicode_symbol}'({self._print(expr.variables[0])})"
+
+    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
+        base, exp = expr.args
+        if exp.is_Integer and exp > 0:
+            return self.parenthesize(base, PRECEDENCE["Pow"] + 1) + str(exp).translate(_SUPERSCRIPT)
+        return super()._print_Pow(expr, rational)
+
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        return super()._print_Mul(expr).replace("*", "·")
+
+
+_CODE = NumpyCodePrinter()
+_COMMENT = FormulaCommentPrinter()
+
+
+@dataclass(frozen=True)
+class Statement:
+    """``target = code  # formula``: one line of the generated module."""
+
+    target: str
+    code: str
+    formula: str
+    op: str = "="
+
+
+def statement(equation: Equation, printer: NumpyCodePrinter = _CODE) -> Statement:
+    """A derivation equation as a line of code, with its formula as a comment."""
+    formula = f"{_COMMENT.doprint(equation.lhs)} = {_COMMENT.doprint(equation.rhs)}"
+    if equation.relation == "-=":
+        formula = f"{_COMMENT.doprint(equation.lhs)} ← {_COMMENT.doprint(equation.lhs)} − {_COMMENT.doprint(equation.rhs)}"
+    code = printer.doprint(equation.rhs if equation.relation == "-=" else equation.computed)
+    return Statement(printer.doprint(equation.lhs), code, formula, equation.relation)
+
+
+def _tuple(items: tuple) -> str:
+    """A tuple literal as ruff formats it: double quotes, a trailing comma for one item."""
+    parts = [f'"{item}"' if isinstance(item, str) else repr(item) for item in items]
+    return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
+
+
+def _names_in(expressions: list[sp.Basic]) -> set[str]:
+    names = set()
+    for expr in expressions:
+        names |= {s.name for s in expr.free_symbols if isinstance(s, (sp.Symbol, sp.MatrixSymbol))}
+        names |= {s.name for s in expr.atoms(sp.MatrixSymbol)}
+    return names
+
+
+def module_context(d: Derivation) -> dict:
+    """Everything the module template needs, printed; nothing here derives."""
+    out = d.layers[-1]
+    backward_values = [e.computed for e in (*d.backward, *d.gradients)]
+    used = _names_in(backward_values)
+    produced = {e.lhs.name for e in (*d.backward, *d.gradients)}
+    cached = [layer_sym.name for layer in d.layers for layer_sym in (layer.z, layer.a)
+              if layer_sym.name in used and layer_sym.name not in produced]
+    weights = [layer.W.name for layer in d.layers if layer.W.name in used]
+
+    loss_code = _CODE.doprint(d.loss.per_unit.subs({lss.a: sp.Symbol(out.a.name), lss.y: sp.Symbol(d.Y.name)}))
+    param_updates = NumpyCodePrinter({f"d{p.name}": f'grads["{p.name}"]' for p in d.params})
+    activations = []
+    for f in dict.fromkeys(d.activations):
+        activations.append({
+            "name": f.function.code_name,
+            "formula": f"{f.function.unicode_symbol}(z) = {_COMMENT.doprint(f.formula)}",
+            "code": _CODE.doprint(f.code_formula),
+            "same_as_formula": f.code_formula == f.formula,
+        })
+    return {
+        "version": __version__,
+        "options": d.spec.options(),
+        "layers": d.spec.layers,
+        "layers_literal": _tuple(d.spec.layers),
+        "activations_literal": _tuple(d.spec.activations),
+        "param_names_literal": _tuple(tuple(p.name for p in d.params)),
+        "loss": d.spec.loss,
+        "reduction": d.spec.reduction,
+        "params": [{"name": p.name, "shape": (int(p.rows), int(p.cols))} for p in d.params],
+        "activations": activations,
+        "forward": [statement(e) for e in d.forward],
+        "output": out.a.name,
+        "output_formula": _COMMENT.doprint(out.a),
+        "cached": cached,
+        "weights": weights,
+        "uses_m": m.name in used,
+        "loss_code": loss_code,
+        "loss_formula": f"L = {_COMMENT.doprint(d.loss_equation.rhs)}",
+        "backward": [statement(e) for e in d.backward],
+        "gradients": [statement(e) for e in d.gradients],
+        "updates": [statement(e, param_updates) for e in d.updates],
+        "learning_rate": _CODE.doprint(alpha),
+    }
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def templates_dir() -> Path:
+    """templates/ beside the package in a source tree, or symbp/templates in a wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if (candidate / "numpy_module.py.j2").is_file():
+            return candidate
+    raise FileNotFoundError("symbp's templates are missing from this installation")
+
+
+def render_module(d: Derivation) -> str:
+    """The generated NumPy module's source."""
+    return _environment().get_template("numpy_module.py.j2").render(**module_context(d))
+
+
+GENERATED_MARKER = "Generated by symbp"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename: a failure leaves any old file whole."""
+    path = Path(path)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
+            stream.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,152 @@
+"""LaTeX for a derivation, in the document's notation.
+
+``BackpropLatexPrinter`` is SymPy's LaTeX printer with the notation the document uses:
+layer superscripts W⁽ˡ⁾, ⊙ for the elementwise product, (W⁽ˡ⁾)ᵀ, σ'(z), ∂L/∂W.
+``render_latex`` lays the derivation's equations out; it prints, it never derives.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.printing.latex import LatexPrinter
+
+from .algebra import Elementwise, Partial, SampleSum, split_name
+from .derive import Derivation, Equation
+
+_BASES = {"W": "W", "b": "b", "z": "z", "a": "a", "delta": r"\delta"}
+_NAMES = {"X": "X", "y": "y", "alpha": r"\alpha", "L": "L", "m": "m"}
+
+
+class BackpropLatexPrinter(LatexPrinter):
+    """SymPy's LaTeX printer, speaking the document's notation."""
+
+    printmethod = "_symbp_latex"
+
+    def _print_name(self, name: str) -> str:
+        base, layer = split_name(name)
+        if layer is None:
+            return _NAMES.get(base, super()._print_Symbol(sp.Symbol(base)))
+        if base in ("dW", "db"):
+            return rf"\frac{{\partial L}}{{\partial {base[1]}^{{({layer})}}}}"
+        return rf"{_BASES[base]}^{{({layer})}}"
+
+    def _print_Symbol(self, expr: sp.Symbol, style: str = "plain") -> str:
+        return self._print_name(expr.name)
+
+    def _print_MatrixSymbol(self, expr: sp.MatrixSymbol) -> str:
+        return self._print_name(expr.name)
+
+    def _print_IndexedBase(self, expr: sp.IndexedBase) -> str:
+        return self._print_name(str(expr.label))
+
+    def _print_Indexed(self, expr: sp.Indexed) -> str:
+        indices = "".join(self._print(index) for index in expr.indices)
+        return f"{self._print(expr.base)}_{{{indices}}}"
+
+    def _print_KroneckerDelta(self, expr: sp.KroneckerDelta, exp: object = None) -> str:
+        # Iverson's bracket: δ is taken by the errors δ⁽ˡ⁾.
+        return rf"\left[{self._print(expr.args[0])} = {self._print(expr.args[1])}\right]"
+
+    def _print_Transpose(self, expr: sp.Transpose) -> str:
+        inner = self._print(expr.arg)
+        if isinstance(expr.arg, sp.MatrixSymbol) and split_name(expr.arg.name)[1] is None:
+            return f"{inner}^{{T}}"
+        return rf"\left({inner}\right)^{{T}}"
+
+    def _print_HadamardProduct(self, expr: sp.HadamardProduct) -> str:
+        return r" \odot ".join(self._factor(arg) for arg in expr.args)
+
+    def _factor(self, arg: sp.Basic) -> str:
+        """An operand of ⊙ or ·, parenthesized when it is a sum."""
+        inner = arg.expr if isinstance(arg, Elementwise) else arg
+        text = self._print(arg)
+        return rf"\left({text}\right)" if isinstance(inner, (sp.Add, sp.MatAdd)) else text
+
+    def _print_Elementwise(self, expr: Elementwise) -> str:
+        return self._print(expr.expr)
+
+    def _print_SampleSum(self, expr: SampleSum) -> str:
+        return rf"\sum_{{\text{{samples}}}} {self._print(expr.arg)}"
+
+    def _print_Partial(self, expr: Partial) -> str:
+        return rf"\frac{{\partial {self._print(expr.num)}}}{{\partial {self._print(expr.den)}}}"
+
+    def _print_ActivationBase(self, expr: sp.Function, exp: str | None = None) -> str:
+        text = rf"{type(expr).latex_symbol}\left({self._print(expr.args[0])}\right)"
+        return rf"{text}^{{{exp}}}" if exp else text
+
+    def _print_Derivative(self, expr: sp.Derivative) -> str:
+        from .activations import ActivationBase
+
+        if isinstance(expr.expr, ActivationBase) and len(expr.variables) == 1:
+            symbol = type(expr.expr).latex_symbol
+            return rf"{symbol}'\left({self._print(expr.variables[0])}\right)"
+        return super()._print_Derivative(expr)
+
+    def _print_logaddexp(self, expr: sp.Function) -> str:
+        left, right = (self._print(arg) for arg in expr.args)
+        return rf"\log\left(e^{{{left}}} + e^{{{right}}}\right)"
+
+
+_PRINTER = BackpropLatexPrinter()
+
+
+def latex(expr: sp.Basic) -> str:
+    """One SymPy object in the document's notation."""
+    return _PRINTER.doprint(expr)
+
+
+def equation_lines(equation: Equation, show_value: bool = True) -> list[str]:
+    """``lhs &= rhs`` (and ``&= value`` when the value differs), for an align environment."""
+    lhs = latex(equation.lhs)
+    if equation.relation == "-=":
+        rhs = f"{lhs} - {latex(equation.value if equation.value is not None else equation.rhs)}"
+        return [rf"{lhs} &\leftarrow {rhs}"]
+    lines = [rf"{lhs} &= {latex(equation.rhs)}"]
+    if show_value and equation.value is not None and equation.value != equation.rhs:
+        lines.append(rf"&= {latex(equation.value)}")
+    return lines
+
+
+def align(lines: list[str]) -> str:
+    body = " \\\\\n".join(lines)
+    return f"\\begin{{align*}}\n{body}\n\\end{{align*}}"
+
+
+def sections(d: Derivation) -> list[tuple[str, str]]:
+    """(title, LaTeX) for each part of the derivation, in the document's order."""
+    out: list[tuple[str, str]] = []
+    for f, definition, derivative, in_output in d.activation_equations:
+        lines = [*equation_lines(definition), *equation_lines(derivative)]
+        if in_output is not None:
+            lines.append(rf"&= {latex(in_output.rhs)}")
+        out.append((f"Activation: {f.name}", align(lines)))
+    out.append(("Forward pass", align([line for e in d.forward for line in equation_lines(e)])))
+    out.append((f"Loss: {d.loss.title}", align(equation_lines(d.loss_equation))))
+    for rule in d.chain_rules:
+        base, layer = split_name(rule.target.den.name)
+        target = latex(rule.target) if base != "z" else rf"{latex(sp.Symbol(f'delta{layer}'))} = {latex(rule.target)}"
+        lines = [rf"{target} &= " + r" \cdot ".join(latex(f.partial) for f in rule.factors)]
+        for factor in rule.factors:
+            if factor.index_form is not None:
+                lines.append(rf"{latex(factor.index_form.lhs)} &= {latex(factor.index_form.rhs)}")
+            first, *rest = (latex(step) for step in (factor.partial, factor.notation, factor.value) if step is not None)
+            lines.append(f"{first} &= " + " = ".join(rest))
+        out.append((f"Chain rule for {_plain(rule.target)}", align(lines)))
+    out.append(("Backward pass: the errors", align([line for e in d.backward for line in equation_lines(e)])))
+    out.append(("Gradients", align([line for e in d.gradients for line in equation_lines(e)])))
+    out.append(("Updates, with learning rate alpha", align([line for e in d.updates for line in equation_lines(e)])))
+    return out
+
+
+def _plain(partial: Partial) -> str:
+    base, layer = split_name(partial.den.name)
+    return f"delta({layer}) = dL/dz({layer})" if base == "z" else f"dL/d{base}({layer})"
+
+
+def render_latex(d: Derivation, display: bool = False) -> str:
+    """The derivation's equations as LaTeX blocks, each headed by a ``%`` comment."""
+    header = f"% Backpropagation derived by symbp for {d.spec.options()}"
+    blocks = [header] + [f"% {title}\n{body}" for title, body in sections(d)]
+    text = "\n\n".join(blocks)
+    return f"$$\n{text}\n$$" if display else text
