@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from .api import derive, generate  # noqa: E402
+from .api import derive, generate
 
 __all__ = ["__version__", "derive", "generate"]

@@ -7,6 +7,7 @@ the name with :func:`split_name` and draw it in their own notation (W⁽²⁾, �
 from __future__ import annotations
 
 import re
+from typing import Self
 
 import sympy as sp
 from sympy.matrices.expressions.matexpr import MatrixExpr
@@ -27,7 +28,7 @@ class Elementwise(MatrixExpr):
     NumPy evaluates the scalar formula elementwise as written, so code printers print it as is.
     """
 
-    def __new__(cls, expr: sp.Expr, rows: int, cols: int = 1) -> Elementwise:
+    def __new__(cls, expr: sp.Expr, rows: int, cols: int = 1) -> Self:
         return super().__new__(cls, sp.sympify(expr), sp.Integer(rows), sp.Integer(cols))
 
     @property
@@ -42,7 +43,7 @@ class Elementwise(MatrixExpr):
 class SampleSum(MatrixExpr):
     """Σ over the samples: the document's ``np.sum(delta, axis=1, keepdims=True)``."""
 
-    def __new__(cls, arg: MatrixExpr) -> SampleSum:
+    def __new__(cls, arg: MatrixExpr) -> Self:
         return super().__new__(cls, arg)
 
     @property
@@ -57,7 +58,7 @@ class SampleSum(MatrixExpr):
 class Partial(sp.Basic):
     """The notation ∂num/∂den for a chain-rule factor; it is a label, not a computation."""
 
-    def __new__(cls, num: sp.Basic, den: sp.Basic) -> Partial:
+    def __new__(cls, num: sp.Basic, den: sp.Basic) -> Self:
         return super().__new__(cls, num, den)
 
     @property

@@ -61,8 +61,8 @@ def test_latex_has_the_documents_formulas_in_its_order():
         r"z^{(2)} &= W^{(2)} a^{(1)} + b^{(2)}",
         r"a^{(2)} &= \sigma\left(z^{(2)}\right)",
         r"L &= \frac{\left(a^{(2)} - y\right)^{2}}{2}",
-        r"\frac{\partial L}{\partial W^{(2)}} &= \frac{\partial L}{\partial a^{(2)}} \cdot "
-        r"\frac{\partial a^{(2)}}{\partial z^{(2)}} \cdot \frac{\partial z^{(2)}}{\partial W^{(2)}}",
+        (r"\frac{\partial L}{\partial W^{(2)}} &= \frac{\partial L}{\partial a^{(2)}} \cdot "
+         r"\frac{\partial a^{(2)}}{\partial z^{(2)}} \cdot \frac{\partial z^{(2)}}{\partial W^{(2)}}"),
         r"\delta^{(2)} &= \left(a^{(2)} - y\right) \odot \sigma'\left(z^{(2)}\right)",
         r"\delta^{(1)} &= \left(W^{(2)}\right)^{T} \delta^{(2)} \odot \sigma'\left(z^{(1)}\right)",
         r"\frac{\partial L}{\partial W^{(2)}} &= \delta^{(2)} \left(a^{(1)}\right)^{T}",
