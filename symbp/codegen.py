@@ -174,6 +174,8 @@ class Statement:
 def statement(equation: Equation, printer: NumpyCodePrinter = _CODE) -> Statement:
     """A derivation equation as a line of code, with its formula as a comment."""
     formula = f"{_COMMENT.doprint(equation.lhs)} = {_COMMENT.doprint(equation.rhs)}"
+    if isinstance(equation.value, Elementwise) and equation.value != equation.rhs:
+        formula += f" = {_COMMENT.doprint(equation.value)}"  # what SymPy simplified it to
     if equation.relation == "-=":
         formula = f"{_COMMENT.doprint(equation.lhs)} ← {_COMMENT.doprint(equation.lhs)} − {_COMMENT.doprint(equation.rhs)}"
     code = printer.doprint(equation.rhs if equation.relation == "-=" else equation.computed)
