@@ -40,6 +40,12 @@ class Elementwise(MatrixExpr):
         return self.args[1], self.args[2]
 
 
+def is_sum(arg: sp.Basic) -> bool:
+    """Whether an operand of ⊙ is a sum (and so needs parentheses), looking inside Elementwise."""
+    inner = arg.expr if isinstance(arg, Elementwise) else arg
+    return isinstance(inner, (sp.Add, sp.MatAdd))
+
+
 class SampleSum(MatrixExpr):
     """Σ over the samples: the document's ``np.sum(delta, axis=1, keepdims=True)``."""
 

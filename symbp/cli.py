@@ -131,12 +131,13 @@ def _check(paths: list[str]) -> int:
     for path in paths:
         options = _Parser(prog="header")
         _network_options(options)
-        spec = options.parse_args(header_options(path))
+        recorded = header_options(path)
+        spec = options.parse_args(recorded)
         expected = generate(spec.layers, spec.activation, spec.loss, spec.reduction)
         if Path(path).read_text(encoding="utf-8") != expected:
             stale.append(path)
             print(f"{path}: stale or edited; regenerate with: symbp generate "
-                  f"{shlex.join(header_options(path))} -o {path}", file=sys.stderr)
+                  f"{shlex.join(recorded)} -o {path}", file=sys.stderr)
     if not stale:
         print(f"{len(paths)} generated file(s) up to date", file=sys.stderr)
     return 1 if stale else 0

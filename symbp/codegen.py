@@ -20,7 +20,7 @@ from sympy.printing.str import StrPrinter
 
 from . import __version__
 from . import losses as lss
-from .algebra import Elementwise, SampleSum, split_name
+from .algebra import Elementwise, SampleSum, is_sum, split_name
 from .derive import Derivation, Equation, alpha, m
 
 _CODE_NAMES = {"y": "Y", "alpha": "learning_rate"}
@@ -128,12 +128,7 @@ class FormulaCommentPrinter(StrPrinter):
         return " ".join(self.parenthesize(arg, PRECEDENCE["Mul"]) for arg in expr.args)
 
     def _print_HadamardProduct(self, expr: sp.HadamardProduct) -> str:
-        parts = []
-        for arg in expr.args:
-            inner = arg.expr if isinstance(arg, Elementwise) else arg
-            text = self._print(arg)
-            parts.append(f"({text})" if isinstance(inner, (sp.Add, sp.MatAdd)) else text)
-        return " ⊙ ".join(parts)
+        return " ⊙ ".join(f"({self._print(arg)})" if is_sum(arg) else self._print(arg) for arg in expr.args)
 
     def _print_Elementwise(self, expr: Elementwise) -> str:
         return self._print(expr.expr)
@@ -191,8 +186,7 @@ def _tuple(items: tuple) -> str:
 def _names_in(expressions: list[sp.Basic]) -> set[str]:
     names = set()
     for expr in expressions:
-        names |= {s.name for s in expr.free_symbols if isinstance(s, (sp.Symbol, sp.MatrixSymbol))}
-        names |= {s.name for s in expr.atoms(sp.MatrixSymbol)}
+        names |= {s.name for s in expr.atoms(sp.Symbol, sp.MatrixSymbol)}
     return names
 
 

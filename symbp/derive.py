@@ -164,9 +164,11 @@ def linear_partials(layer: LayerSymbols, previous: sp.Symbol) -> tuple[Equation,
     W, a_prev, b, z = (sp.IndexedBase(name) for name in (layer.W.name, str(previous), layer.b.name, layer.z.name))
     z_i = sp.Sum(W[i, k] * a_prev[k], (k, 1, n)) + b[i]
     # j and q run over 1 … n by construction; SymPy's range guard is then always true.
-    in_range = {sp.Piecewise: lambda *pieces: pieces[0][0]}
-    dz_da = sp.diff(z_i, a_prev[j]).doit().replace(sp.Piecewise, in_range[sp.Piecewise])
-    dz_dW = sp.diff(z_i, W[p, q]).doit().replace(sp.Piecewise, in_range[sp.Piecewise])
+    def first_piece(*pieces):
+        return pieces[0][0]
+
+    dz_da = sp.diff(z_i, a_prev[j]).doit().replace(sp.Piecewise, first_piece)
+    dz_dW = sp.diff(z_i, W[p, q]).doit().replace(sp.Piecewise, first_piece)
     dz_dW = sp.simplify(dz_dW)
     return (Equation(Partial(z[i], a_prev[j]), dz_da), Equation(Partial(z[i], W[p, q]), dz_dW))
 

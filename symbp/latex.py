@@ -10,7 +10,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
-from .algebra import Elementwise, Partial, SampleSum, split_name
+from .algebra import Elementwise, Partial, SampleSum, is_sum, split_name
 from .derive import Derivation, Equation
 
 _BASES = {"W": "W", "b": "b", "z": "z", "a": "a", "delta": r"\delta"}
@@ -58,9 +58,8 @@ class BackpropLatexPrinter(LatexPrinter):
 
     def _factor(self, arg: sp.Basic) -> str:
         """An operand of ⊙ or ·, parenthesized when it is a sum."""
-        inner = arg.expr if isinstance(arg, Elementwise) else arg
         text = self._print(arg)
-        return rf"\left({text}\right)" if isinstance(inner, (sp.Add, sp.MatAdd)) else text
+        return rf"\left({text}\right)" if is_sum(arg) else text
 
     def _print_Elementwise(self, expr: Elementwise) -> str:
         return self._print(expr.expr)

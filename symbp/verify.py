@@ -17,6 +17,7 @@ import sympy as sp
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
 from . import activations as act
+from . import losses
 from .activations import ActivationBase
 from .algebra import Elementwise, SampleSum
 from .derive import Derivation, m
@@ -204,8 +205,6 @@ def verify(d: Derivation, samples: int = 1, seed: int = 0) -> VerifyReport:
 
 def _explicit_loss(d: Derivation, env: dict) -> sp.Expr:
     """L = Σ over samples and output units of ℓ, straight from the loss's formula and the forward pass."""
-    from . import losses
-
     out, target = env[d.layers[-1].a.name], env[d.Y.name]
     total = sum(d.loss.per_unit.subs({losses.a: out[i, k], losses.y: target[i, k]})
                 for i in range(out.rows) for k in range(out.cols))
