@@ -98,7 +98,8 @@ def forward(params: Params, X: Array) -> Array:
 
 
 def _loss(params: Params, X: Array, Y: Array) -> float:
-    a2 = _forward_pass(params, X)["a2"]
+    cache = _forward_pass(params, X)
+    a2 = cache["a2"]
     # L = (a⁽²⁾ - y)²/2
     total = float(np.sum((a2 - Y) ** 2 / 2))
     return total

@@ -7,7 +7,7 @@ already holds a = σ(z) from the forward pass, so σ'(z) = a(1 − a) costs two 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 import sympy as sp
@@ -17,6 +17,8 @@ from .spec import SpecError
 
 z = sp.Symbol("z", real=True)
 a = sp.Symbol("a", real=True)
+# Unit indices of a layer, for softmax's Jacobian ∂aⱼ/∂zᵢ.
+i, j = sp.symbols("i j", integer=True, positive=True)
 
 
 class ActivationBase(sp.Function):
@@ -43,6 +45,10 @@ class Activation:
     derivative: sp.Expr  # f'(z) as SymPy differentiates it
     derivative_in_output: sp.Expr | None  # f'(z) written in a = f(z), when SymPy could
     function: type[ActivationBase]
+    # Stable forms of log a and log(1 − a) in z, for losses that take logs of the output.
+    log_forms: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
+    elementwise: bool = True  # False for softmax, whose every output depends on every input
+    custom: bool = False  # written by the user as a formula in z
 
     @property
     def derivative_form(self) -> sp.Expr:
@@ -92,9 +98,12 @@ def rewrite_in_output(formula: sp.Expr, derivative: sp.Expr) -> sp.Expr | None:
             pass
     elif _sign_follows_z(formula):
         candidates.append(derivative.subs(z, a))
+    known = {type(f) for f in (formula + derivative).atoms(sp.Function)} | {sp.Heaviside}
     for candidate in candidates:
         if candidate.has(z) or candidate.has(sp.I):
             continue
+        if not {type(f) for f in candidate.atoms(sp.Function)} <= known:
+            continue  # an inverse such as LambertW costs more than keeping z
         if _same_function(candidate.subs(a, formula), derivative):
             return candidate
     return None
@@ -106,8 +115,8 @@ def _function_class(name: str, latex_symbol: str, unicode_symbol: str) -> type[A
     })
 
 
-def _build(name: str, formula: sp.Expr, code_formula: sp.Expr, latex_symbol: str,
-           unicode_symbol: str) -> Activation:
+def _build(name: str, formula: sp.Expr, code_formula: sp.Expr, latex_symbol: str, unicode_symbol: str,
+           code_name: str | None = None, custom: bool = False) -> Activation:
     derivative = sp.diff(formula, z)
     # At a kink SymPy's step is ½; training code, like PyTorch, takes 0 there.
     derivative = derivative.replace(sp.Heaviside, lambda arg, *h: sp.Heaviside(arg, 0))
@@ -119,10 +128,22 @@ def _build(name: str, formula: sp.Expr, code_formula: sp.Expr, latex_symbol: str
         code_formula=code_formula,
         derivative=derivative,
         derivative_in_output=rewrite_in_output(formula, derivative),
-        function=_function_class(name, latex_symbol, unicode_symbol),
+        function=_function_class(code_name or name, latex_symbol, unicode_symbol),
+        log_forms=_log_forms(formula),
+        custom=custom,
     )
     _ALL.append(activation)
     return activation
+
+
+def _log_forms(formula: sp.Expr) -> tuple[tuple[sp.Expr, sp.Expr], ...]:
+    """log a = −softplus(−z) and log(1 − a) = −softplus(z) for the sigmoid, proved by SymPy.
+
+    Computing bce from z this way stays finite where σ(z) rounds to 0 or 1.
+    """
+    candidates = ((sp.log(a), -logaddexp(0, -z)), (sp.log(1 - a), -logaddexp(0, z)))
+    return tuple((pattern, form) for pattern, form in candidates
+                 if _same_function(pattern.subs(a, formula), form))
 
 
 _ALL: list[Activation] = []
@@ -141,20 +162,101 @@ _BUILTINS = {
     "softplus": (sp.log(1 + sp.exp(z)), logaddexp(0, z), r"\operatorname{softplus}", "softplus"),
     "identity": (z, z, r"\operatorname{id}", "id"),
 }
+SOFTMAX = "softmax"
+_SUBSCRIPT = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+
+
+def is_builtin(name: str) -> bool:
+    """Whether ``name`` names a built-in activation rather than a formula in z."""
+    return name in _BUILTINS or name == SOFTMAX or name == "leaky_relu" or (
+        name.startswith("leaky_relu(") and name.endswith(")"))
+
+
+def canonical_name(name: str) -> str:
+    """A built-in's name as given, or a formula in z as SymPy prints it (checked, never evaluated)."""
+    from .expressions import parse_formula
+
+    if is_builtin(name):
+        get_activation(name)  # checks a leaky_relu slope
+        return name
+    if not any(char in name for char in "z()+-*/"):
+        raise SpecError(f"unknown activation {name!r}: choose one of {', '.join(activation_names())}, "
+                        "or write a formula in z such as z/(1+exp(-z))")
+    return sp.sstr(parse_formula(name))
 
 
 @cache
-def get_activation(name: str) -> Activation:
-    """The activation called ``name`` (``leaky_relu`` or ``leaky_relu(0.1)`` for a slope)."""
+def get_activation(name: str, index: int = 1) -> Activation:
+    """The activation called ``name``: a built-in, ``leaky_relu(0.1)``, or a formula in z.
+
+    ``index`` numbers the formulas of one network (f₁, f₂, …); built-ins ignore it.
+    """
     if name in _BUILTINS:
         formula, code_formula, latex_symbol, unicode_symbol = _BUILTINS[name]
         return _build(name, formula, code_formula, latex_symbol, unicode_symbol)
+    if name == SOFTMAX:
+        return _softmax()
     if name == "leaky_relu" or (name.startswith("leaky_relu(") and name.endswith(")")):
         slope_text = name[len("leaky_relu("):-1] if name != "leaky_relu" else "0.01"
         slope = _parse_slope(slope_text, name)
         formula, code_formula = _leaky(slope)
         return _build("leaky_relu", formula, code_formula, r"\operatorname{leaky\_relu}", "leaky_relu")
-    raise SpecError(f"unknown activation {name!r}: choose one of {', '.join(activation_names())}")
+    return _custom(name, index)
+
+
+def _custom(text: str, index: int) -> Activation:
+    """A formula in z: SymPy differentiates it; code must be printable with NumPy alone."""
+    from .codegen import NumpyCodePrinter
+    from .expressions import parse_formula
+
+    formula = parse_formula(text)
+    activation = _build(text, formula, formula, f"f_{{{index}}}", f"f{str(index).translate(_SUBSCRIPT)}",
+                        code_name=f"custom{index}", custom=True)
+    for expr in (activation.formula, activation.derivative_form):
+        try:
+            NumpyCodePrinter().doprint(expr)
+        except Exception as error:  # SymPy raises several types for functions NumPy lacks
+            raise SpecError(f"bad activation formula {text!r}: NumPy cannot compute {expr} ({error})") from None
+    return activation
+
+
+def _softmax() -> Activation:
+    """softmax(z)ⱼ = exp(zⱼ)/Σₖ exp(zₖ); SymPy differentiates it on indexed sums.
+
+    Its derivative is a Jacobian, ∂aⱼ/∂zᵢ = aⱼ([i = j] − aᵢ), written in the output a.
+    """
+    k = sp.Symbol("k", integer=True, positive=True)
+    n = sp.Symbol("n", integer=True, positive=True)
+    z_i, a_i = sp.IndexedBase("z"), sp.IndexedBase("a")
+    denominator = sp.Sum(sp.exp(z_i[k]), (k, 1, n))
+    formula = sp.exp(z_i[j]) / denominator
+    # i runs over 1 … n by construction, so SymPy's range guard is always true.
+    derivative = sp.diff(formula, z_i[i]).doit().replace(sp.Piecewise, lambda *pieces: pieces[0][0])
+    in_output = sp.factor(sp.expand(derivative).subs({sp.exp(z_i[j]): a_i[j] * denominator,
+                                                      sp.exp(z_i[i]): a_i[i] * denominator}))
+    back = in_output.subs({a_i[j]: formula, a_i[i]: formula.subs(j, i)})
+    if in_output.has(z_i) or sp.simplify(back - derivative) != 0:
+        raise AssertionError("SymPy did not find the softmax Jacobian in its output")
+    activation = Activation(
+        name=SOFTMAX,
+        formula=formula,
+        code_formula=formula,
+        derivative=derivative,
+        derivative_in_output=in_output,
+        function=_function_class("softmax", r"\operatorname{softmax}", "softmax"),
+        log_forms=((sp.log(a), LogSoftmax(z)),),
+        elementwise=False,
+    )
+    _ALL.append(activation)
+    return activation
+
+
+class LogSoftmax(ActivationBase):
+    """log softmax(z), computed from z so that it stays finite where softmax rounds to 0."""
+
+    latex_symbol = r"\log\operatorname{softmax}"
+    code_name = "log_softmax"
+    unicode_symbol = "log softmax"
 
 
 def _parse_slope(text: str, name: str) -> sp.Rational:
@@ -171,7 +273,7 @@ def _parse_slope(text: str, name: str) -> sp.Rational:
 
 def activation_names() -> tuple[str, ...]:
     """Names accepted by --activation."""
-    return (*_BUILTINS, "leaky_relu(slope)")
+    return (*_BUILTINS, "leaky_relu(slope)", SOFTMAX)
 
 
 def get_activation_by_function(function: type[ActivationBase]) -> Activation:

@@ -12,13 +12,16 @@ from typing import Self
 import sympy as sp
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
-_NAME = re.compile(r"(W|b|z|a|delta|dW|db)(\d+)")
+_NAME = re.compile(r"(W|b|z|a|delta|dW|db|da|s)(\d+|l|l\+1|l-1|L)")
 
 
-def split_name(name: str) -> tuple[str, int | None]:
-    """'delta2' -> ('delta', 2); 'X' -> ('X', None)."""
+def split_name(name: str) -> tuple[str, int | str | None]:
+    """'delta2' -> ('delta', 2); 'Wl+1' -> ('W', 'l+1') in the general recurrence; 'X' -> ('X', None)."""
     match = _NAME.fullmatch(name)
-    return (match.group(1), int(match.group(2))) if match else (name, None)
+    if not match:
+        return name, None
+    layer = match.group(2)
+    return match.group(1), int(layer) if layer.isdigit() else layer
 
 
 class Elementwise(MatrixExpr):
@@ -28,8 +31,8 @@ class Elementwise(MatrixExpr):
     NumPy evaluates the scalar formula elementwise as written, so code printers print it as is.
     """
 
-    def __new__(cls, expr: sp.Expr, rows: int, cols: int = 1) -> Self:
-        return super().__new__(cls, sp.sympify(expr), sp.Integer(rows), sp.Integer(cols))
+    def __new__(cls, expr: sp.Expr, rows: int | sp.Expr, cols: int = 1) -> Self:
+        return super().__new__(cls, sp.sympify(expr), sp.sympify(rows), sp.sympify(cols))
 
     @property
     def expr(self) -> sp.Expr:
@@ -46,8 +49,8 @@ def is_sum(arg: sp.Basic) -> bool:
     return isinstance(inner, (sp.Add, sp.MatAdd))
 
 
-class SampleSum(MatrixExpr):
-    """Σ over the samples: the document's ``np.sum(delta, axis=1, keepdims=True)``."""
+class _VectorOperation(MatrixExpr):
+    """An operation on one vector quantity; by default the result has the argument's shape."""
 
     def __new__(cls, arg: MatrixExpr) -> Self:
         return super().__new__(cls, arg)
@@ -59,6 +62,10 @@ class SampleSum(MatrixExpr):
     @property
     def shape(self) -> tuple[sp.Expr, sp.Expr]:
         return self.arg.shape
+
+
+class SampleSum(_VectorOperation):
+    """Σ over the samples: the document's ``np.sum(delta, axis=1, keepdims=True)``."""
 
 
 class Partial(sp.Basic):
@@ -74,3 +81,18 @@ class Partial(sp.Basic):
     @property
     def den(self) -> sp.Basic:
         return self.args[1]
+
+
+class UnitSum(_VectorOperation):
+    """Σ over the units of a layer, for each sample: ``np.sum(x, axis=0, keepdims=True)``.
+
+    Softmax couples a layer's units, so its backward pass needs this one sum per sample.
+    """
+
+    @property
+    def shape(self) -> tuple[sp.Expr, sp.Expr]:
+        return sp.Integer(1), self.arg.shape[1]
+
+
+class Softmax(_VectorOperation):
+    """softmax of a layer's pre-activations, column by column (not elementwise)."""

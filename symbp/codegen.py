@@ -20,7 +20,7 @@ from sympy.printing.str import StrPrinter
 
 from . import __version__
 from . import losses as lss
-from .algebra import Elementwise, SampleSum, is_sum, split_name
+from .algebra import Elementwise, SampleSum, Softmax, UnitSum, is_sum, split_name
 from .derive import Derivation, Equation, alpha, m
 
 _CODE_NAMES = {"y": "Y", "alpha": "learning_rate"}
@@ -62,6 +62,12 @@ class NumpyCodePrinter(NumPyPrinter):
 
     def _print_SampleSum(self, expr: SampleSum) -> str:
         return f"{self._module_format('numpy.sum')}({self._print(expr.arg)}, axis=1, keepdims=True)"
+
+    def _print_UnitSum(self, expr: UnitSum) -> str:
+        return f"{self._module_format('numpy.sum')}({self._print(expr.arg)}, axis=0, keepdims=True)"
+
+    def _print_Softmax(self, expr: Softmax) -> str:
+        return f"softmax({self._print(expr.arg)})"
 
     def _print_ActivationBase(self, expr: sp.Function) -> str:
         return f"{type(expr).code_name}({self._print(expr.args[0])})"
@@ -125,7 +131,9 @@ class FormulaCommentPrinter(StrPrinter):
         return f"{inner}ᵀ" if split_name(expr.arg.name)[1] is None else f"({inner})ᵀ"
 
     def _print_MatMul(self, expr: sp.MatMul) -> str:
-        return " ".join(self.parenthesize(arg, PRECEDENCE["Mul"]) for arg in expr.args)
+        coeff, matrices = expr.as_coeff_matrices()
+        text = " ".join(f"({self._print(arg)})" if _needs_brackets(arg) else self._print(arg) for arg in matrices)
+        return text if coeff == 1 else f"{self._print(coeff)} {text}"
 
     def _print_HadamardProduct(self, expr: sp.HadamardProduct) -> str:
         return " ⊙ ".join(f"({self._print(arg)})" if is_sum(arg) else self._print(arg) for arg in expr.args)
@@ -135,6 +143,33 @@ class FormulaCommentPrinter(StrPrinter):
 
     def _print_SampleSum(self, expr: SampleSum) -> str:
         return f"Σ {self._print(expr.arg)}"
+
+    def _print_Sum(self, expr: sp.Sum) -> str:
+        (index, low, high), *_ = expr.limits
+        return f"Σ_{self._print(index)}={self._print(low)}…{self._print(high)} {self.parenthesize(expr.function, PRECEDENCE['Mul'])}"
+
+    def _print_Indexed(self, expr: sp.Indexed) -> str:
+        return f"{self._print(expr.base.label)}[{', '.join(self._print(i) for i in expr.indices)}]"
+
+    def _print_MatAdd(self, expr: sp.MatAdd) -> str:
+        def negative(term: sp.Basic) -> bool:
+            return isinstance(term, sp.MatMul) and bool(term.as_coeff_matrices()[0] < 0)
+
+        first, *rest = sorted(expr.args, key=negative)  # diag(a) − a aᵀ, not −a aᵀ + diag(a)
+        text = self._print(first)
+        for term in rest:
+            text += f" − {self._print(-term)}" if negative(term) else f" + {self._print(term)}"
+        return text
+
+    def _print_UnitSum(self, expr: UnitSum) -> str:
+        arg = expr.arg
+        return f"Σᵤₙᵢₜₛ ({self._print(arg)})" if is_sum(arg) else f"Σᵤₙᵢₜₛ {self._print(arg)}"
+
+    def _print_Softmax(self, expr: Softmax) -> str:
+        return f"softmax({self._print(expr.arg)})"
+
+    def _print_DiagMatrix(self, expr: sp.DiagMatrix) -> str:
+        return f"diag({self._print(expr.args[0])})"
 
     def _print_ActivationBase(self, expr: sp.Function) -> str:
         return f"{type(expr).unicode_symbol}({self._print(expr.args[0])})"
@@ -150,6 +185,12 @@ class FormulaCommentPrinter(StrPrinter):
 
     def _print_Mul(self, expr: sp.Mul) -> str:
         return super()._print_Mul(expr).replace("*", "·")
+
+
+def _needs_brackets(arg: sp.Basic) -> bool:
+    """A factor of a matrix product that must be bracketed: a sum, or a negative elementwise term."""
+    inner = arg.expr if isinstance(arg, Elementwise) else arg
+    return is_sum(arg) or (isinstance(inner, sp.Expr) and inner.could_extract_minus_sign())
 
 
 _CODE = NumpyCodePrinter()
@@ -200,13 +241,18 @@ def module_context(d: Derivation) -> dict:
               if layer_sym.name in used and layer_sym.name not in produced]
     weights = [layer.W.name for layer in d.layers if layer.W.name in used]
 
-    loss_code = _CODE.doprint(d.loss.per_unit.subs({lss.a: sp.Symbol(out.a.name), lss.y: sp.Symbol(d.Y.name)}))
+    loss_code = _CODE.doprint(d.loss_code)
+    loss_inputs = sorted(_names_in([d.loss_code]) & {out.a.name, out.z.name})
+    f_out = d.activations[-1]
     param_updates = NumpyCodePrinter({f"d{p.name}": f'grads["{p.name}"]' for p in d.params})
     activations = []
     for f in dict.fromkeys(d.activations):
+        if not f.elementwise:
+            continue
+        applied, formula = f"{f.function.unicode_symbol}(z)", _COMMENT.doprint(f.formula)
         activations.append({
             "name": f.function.code_name,
-            "formula": f"{f.function.unicode_symbol}(z) = {_COMMENT.doprint(f.formula)}",
+            "formula": applied if formula == applied else f"{applied} = {formula}",
             "code": _CODE.doprint(f.code_formula),
             "same_as_formula": f.code_formula == f.formula,
         })
@@ -228,6 +274,9 @@ def module_context(d: Derivation) -> dict:
         "weights": weights,
         "uses_m": m.name in used,
         "loss_code": loss_code,
+        "loss_inputs": loss_inputs,
+        "softmax": None if f_out.elementwise else f"softmax(z)ⱼ = {_COMMENT.doprint(f_out.formula)}",
+        "log_softmax": "log_softmax(" in loss_code,
         "loss_formula": f"L = {_COMMENT.doprint(d.loss_equation.rhs)}",
         "backward": [statement(e) for e in d.backward],
         "gradients": [statement(e) for e in d.gradients],

@@ -23,7 +23,7 @@ import sympy as sp
 from . import activations as act
 from . import losses as lss
 from .activations import Activation, get_activation
-from .algebra import Elementwise, Partial, SampleSum
+from .algebra import Elementwise, Partial, SampleSum, Softmax, UnitSum
 from .losses import Loss, get_loss
 from .spec import NetworkSpec, SpecError, make_spec
 
@@ -91,11 +91,18 @@ class LayerSymbols:
 
 @dataclass(frozen=True)
 class OutputDelta:
-    """How δ⁽ᴸ⁾ = ∂ℓ/∂a ⊙ f'(z) came out: as a product, or simplified by SymPy."""
+    """How δ⁽ᴸ⁾ = ∂L/∂z⁽ᴸ⁾ came out: as a product, or simplified by SymPy.
+
+    For an elementwise output δ⁽ᴸ⁾ = ∂ℓ/∂a ⊙ f'(z). For softmax every output depends on
+    every input, so δᵢ = Σⱼ (∂aⱼ/∂zᵢ)(∂L/∂aⱼ); ``index_steps`` records how SymPy worked
+    that sum out, and ``assumption`` the fact it used (Σⱼ yⱼ = 1 for cross-entropy).
+    """
 
     loss_derivative: sp.Expr  # ∂ℓ/∂a in the unit symbols a, y
-    activation_derivative: sp.Expr  # f'(z) in a (or z)
+    activation_derivative: sp.Expr  # f'(z) in a (or z); for softmax the Jacobian entry ∂aⱼ/∂zᵢ
     simplified: sp.Expr | None  # the product after SymPy cancelled it, if that is simpler
+    index_steps: tuple[sp.Expr, ...] = ()  # δᵢ, step by step (softmax)
+    assumption: sp.Eq | None = None
 
 
 @dataclass
@@ -116,6 +123,8 @@ class Derivation:
     gradients: tuple[Equation, ...] = ()
     updates: tuple[Equation, ...] = ()
     activation_equations: tuple[tuple[Activation, Equation, Equation, Equation | None], ...] = field(default=())
+    loss_code: sp.Expr | None = None  # ℓ in the output's names, with logs taken stably from z
+    recurrence: tuple[Equation, ...] = ()  # the same backward pass for any depth, in l
 
     def latex(self) -> str:
         """The derivation's equations as LaTeX (an ``align*``-ready list)."""
@@ -181,10 +190,8 @@ def derive(layers: str | tuple[int, ...] = "2-2-1", activation: str = "sigmoid",
 
 def derive_spec(spec: NetworkSpec) -> Derivation:
     """Derive backpropagation for a checked :class:`NetworkSpec`."""
-    activations = tuple(get_activation(name) for name in spec.activations)
+    activations = _activations(spec)
     loss = get_loss(spec.loss)
-    if spec.loss == "cross_entropy":
-        raise SpecError("loss cross_entropy needs a softmax output layer, which this version does not derive yet")
     layers = _layer_symbols(spec.layers)
     X = sp.MatrixSymbol("X", spec.layers[0], 1)
     Y = sp.MatrixSymbol("y", spec.layers[-1], 1)
@@ -192,34 +199,25 @@ def derive_spec(spec: NetworkSpec) -> Derivation:
 
     inputs = (X, *(layer.a for layer in layers[:-1]))
 
-    d.activation_equations = tuple(_activation_equations(f) for f in dict.fromkeys(activations))
+    d.activation_equations = tuple(_activation_equations(f) for f in dict.fromkeys(activations) if f.elementwise)
 
     forward = []
     for layer, previous, f in zip(layers, inputs, activations):
         forward.append(Equation(layer.z, layer.W * previous + layer.b))
-        forward.append(Equation(layer.a, Elementwise(f.function(layer.z_unit), layer.a.rows)))
+        applied = Elementwise(f.function(layer.z_unit), layer.a.rows) if f.elementwise else Softmax(layer.z)
+        forward.append(Equation(layer.a, applied))
     d.forward = tuple(forward)
 
     out, f_out = layers[-1], activations[-1]
-    unit = {lss.a: out.a_unit, lss.y: sp.Symbol(Y.name)}
+    y_unit = sp.Symbol(Y.name)
+    unit = {lss.a: out.a_unit, lss.y: y_unit}
     d.loss_equation = Equation(L, _total_loss(loss, out, Y, spec.reduction))
+    d.loss_code = loss.per_unit.subs(dict(f_out.log_forms)).subs({**unit, act.z: out.z_unit})
 
     dl_da = loss.derivative.subs(unit)
     if spec.reduction == "mean":
         dl_da = dl_da / m
-    df_out = _in_layer(f_out, out)
-    product = dl_da * df_out
-    simplified = sp.factor(sp.cancel(product))
-    simpler = sp.count_ops(simplified) < sp.count_ops(dl_da) + sp.count_ops(df_out)
-    d.output_delta = OutputDelta(dl_da, df_out, simplified if simpler else None)
-
-    n_out = out.a.rows
-    backward = [Equation(
-        out.delta,
-        sp.HadamardProduct(Elementwise(dl_da, n_out), _derivative_notation(f_out, out)),
-        Elementwise(simplified, n_out) if simpler
-        else sp.HadamardProduct(Elementwise(dl_da, n_out), Elementwise(df_out, n_out)),
-    )]
+    backward = list(_softmax_delta(d, dl_da) if not f_out.elementwise else _elementwise_delta(d, dl_da))
     for layer, above, f in zip(reversed(layers[:-1]), reversed(layers[1:]), reversed(activations[:-1])):
         propagated = above.W.T * above.delta
         backward.append(Equation(
@@ -239,7 +237,103 @@ def derive_spec(spec: NetworkSpec) -> Derivation:
     d.gradients = tuple(gradients)
     d.updates = tuple(updates)
     d.chain_rules = _chain_rules(d, inputs)
+    d.recurrence = general_recurrence(f_out)
     return d
+
+
+def _activations(spec: NetworkSpec) -> tuple[Activation, ...]:
+    """The spec's activations; formulas in z are numbered f₁, f₂, … in order of first use."""
+    custom = [name for name in dict.fromkeys(spec.activations) if not act.is_builtin(name)]
+    return tuple(get_activation(name, custom.index(name) + 1 if name in custom else 1) for name in spec.activations)
+
+
+def _elementwise_delta(d: Derivation, dl_da: sp.Expr) -> tuple[Equation]:
+    """δ⁽ᴸ⁾ = ∂ℓ/∂a ⊙ f'(z⁽ᴸ⁾), and what SymPy simplifies the product to."""
+    out, f_out = d.layers[-1], d.activations[-1]
+    df_out = _in_layer(f_out, out)
+    product = dl_da * df_out
+    simplified = sp.factor(sp.cancel(product))
+    simpler = sp.count_ops(simplified) < sp.count_ops(dl_da) + sp.count_ops(df_out)
+    d.output_delta = OutputDelta(dl_da, df_out, simplified if simpler else None)
+    n_out = out.a.rows
+    return (Equation(
+        out.delta,
+        sp.HadamardProduct(Elementwise(dl_da, n_out), _derivative_notation(f_out, out)),
+        Elementwise(simplified, n_out) if simpler
+        else sp.HadamardProduct(Elementwise(dl_da, n_out), Elementwise(df_out, n_out)),
+    ),)
+
+
+def _softmax_delta(d: Derivation, dl_da: sp.Expr) -> tuple[Equation, ...]:
+    """δᵢ = Σⱼ (∂aⱼ/∂zᵢ) ∂L/∂aⱼ with SymPy's Jacobian ∂aⱼ/∂zᵢ = aⱼ([i = j] − aᵢ).
+
+    SymPy sums the [i = j] terms away; a sum left over runs over the units and becomes
+    one vector s⁽ᴸ⁾ per sample. When that sum is Σⱼ yⱼ, the targets being one-hot (or
+    probabilities) makes it 1, which is how cross-entropy's δ⁽ᴸ⁾ = a − y comes about.
+    """
+    out, f_out = d.layers[-1], d.activations[-1]
+    jacobian = f_out.derivative_in_output
+    i, j = act.i, act.j
+    a_i, y_i = sp.IndexedBase("a"), sp.IndexedBase("y")
+    n = sp.Symbol("n", integer=True, positive=True)
+    y_unit = sp.Symbol(d.Y.name)
+    g_j = dl_da.subs({out.a_unit: a_i[j], y_unit: y_i[j]})
+    summed = sp.Sum(jacobian * g_j, (j, 1, n))
+
+    collected = sp.Integer(0)
+    for term in sp.Add.make_args(sp.expand(jacobian)):
+        outside, inside = term.as_independent(j, as_Add=False)
+        body = sp.factor(sp.cancel(inside * g_j))
+        total = sp.Sum(body, (j, 1, n)).doit().replace(sp.Piecewise, lambda *pieces: pieces[0][0])
+        collected += outside * total.replace(sp.Sum, lambda body, limits: _pull_out(body, limits))
+    assumption = sp.Eq(sp.Sum(y_i[j], (j, 1, n)), 1)
+    one_hot = collected.subs(assumption.lhs, assumption.rhs)
+
+    sums = sorted(one_hot.atoms(sp.Sum), key=sp.default_sort_key)
+    names = {total: sp.Symbol(f"s{out.index}" if len(sums) == 1 else f"s{out.index}_{k}")
+             for k, total in enumerate(sums, start=1)}
+    delta_i = sp.factor_terms(one_hot.xreplace(names))
+    steps = (summed, collected) + ((delta_i.xreplace({v: k for k, v in names.items()}),)
+                                   if one_hot != collected else ())
+    to_units = {a_i[i]: out.a_unit, y_i[i]: y_unit, a_i[j]: out.a_unit, y_i[j]: y_unit}
+    equations = [Equation(name, UnitSum(Elementwise(total.function.subs(to_units), out.a.rows)))
+                 for total, name in names.items()]
+    value = delta_i.subs(to_units)
+    d.output_delta = OutputDelta(dl_da, jacobian, value, steps, assumption if one_hot != collected else None)
+    notation = sp.MatAdd(sp.DiagMatrix(out.a), -out.a * out.a.T) * Elementwise(dl_da, out.a.rows)
+    return (*equations, Equation(out.delta, notation, Elementwise(value, out.a.rows)))
+
+
+def _pull_out(body: sp.Expr, limits: sp.Tuple) -> sp.Expr:
+    """Σⱼ c·bⱼ = c·Σⱼ bⱼ for c free of j."""
+    outside, inside = body.as_independent(limits[0], as_Add=False)
+    return outside * sp.Sum(inside, limits)
+
+
+def general_recurrence(f_out: Activation) -> tuple[Equation, ...]:
+    """The backward pass for any depth, in the layer index l (a⁽⁰⁾ = X)."""
+    n = {label: sp.Symbol(f"n_{{{label}}}", integer=True, positive=True) for label in ("L", "l", "l+1", "l-1")}
+
+    def vector(base: str, label: str) -> sp.MatrixSymbol:
+        return sp.MatrixSymbol(f"{base}{label}", n[label], 1)
+
+    def derivative(label: str) -> Elementwise:
+        z_unit = sp.Symbol(f"z{label}")
+        return Elementwise(sp.Derivative(act.ActivationBase(z_unit), z_unit), n[label])
+
+    a_out, dl_da = vector("a", "L"), vector("da", "L")
+    if f_out.elementwise:
+        output = sp.HadamardProduct(dl_da, derivative("L"))
+    else:
+        output = sp.MatAdd(sp.DiagMatrix(a_out), -a_out * a_out.T) * dl_da
+    W_above = sp.MatrixSymbol("Wl+1", n["l+1"], n["l"])
+    delta = vector("delta", "l")
+    return (
+        Equation(vector("delta", "L"), output),
+        Equation(delta, sp.HadamardProduct(W_above.T * vector("delta", "l+1"), derivative("l"))),
+        Equation(sp.MatrixSymbol("dWl", n["l"], n["l-1"]), delta * vector("a", "l-1").T),
+        Equation(vector("db", "l"), SampleSum(delta)),
+    )
 
 
 def _activation_equations(f: Activation) -> tuple[Activation, Equation, Equation, Equation | None]:
@@ -279,8 +373,16 @@ def _chain_rules(d: Derivation, inputs: tuple[sp.MatrixSymbol, ...]) -> tuple[Ch
     out, f_out = d.layers[-1], d.activations[-1]
     n_out = out.a.rows
     dl_da = Factor(Partial(L, out.a), Elementwise(d.output_delta.loss_derivative, n_out))
-    da_dz = Factor(Partial(out.a, out.z), Elementwise(d.output_delta.activation_derivative, n_out),
-                   notation=_derivative_notation(f_out, out))
+    if f_out.elementwise:
+        da_dz = Factor(Partial(out.a, out.z), Elementwise(d.output_delta.activation_derivative, n_out),
+                       notation=_derivative_notation(f_out, out))
+    else:
+        jacobian = d.output_delta.activation_derivative
+        i, j = act.i, act.j
+        a_i, z_i = sp.IndexedBase(out.a.name), sp.IndexedBase(out.z.name)
+        entry = jacobian.subs(sp.IndexedBase("a"), a_i)
+        da_dz = Factor(Partial(out.a, out.z), sp.MatAdd(sp.DiagMatrix(out.a), -out.a * out.a.T),
+                       Equation(Partial(a_i[j], z_i[i]), entry))
     dz_da, dz_dW = linear_partials(out, sp.Symbol(inputs[-1].name))
     rules = [ChainRule(Partial(L, out.W), (dl_da, da_dz, Factor(Partial(out.z, out.W), inputs[-1].T, dz_dW)))]
     if len(d.layers) > 1:

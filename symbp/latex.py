@@ -10,10 +10,10 @@ from __future__ import annotations
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
-from .algebra import Elementwise, Partial, SampleSum, is_sum, split_name
+from .algebra import Elementwise, Partial, SampleSum, Softmax, UnitSum, is_sum, split_name
 from .derive import Derivation, Equation
 
-_BASES = {"W": "W", "b": "b", "z": "z", "a": "a", "delta": r"\delta"}
+_BASES = {"W": "W", "b": "b", "z": "z", "a": "a", "delta": r"\delta", "s": "s"}
 _NAMES = {"X": "X", "y": "y", "alpha": r"\alpha", "L": "L", "m": "m"}
 
 
@@ -26,7 +26,7 @@ class BackpropLatexPrinter(LatexPrinter):
         base, layer = split_name(name)
         if layer is None:
             return _NAMES.get(base, super()._print_Symbol(sp.Symbol(base)))
-        if base in ("dW", "db"):
+        if base in ("dW", "db", "da"):
             return rf"\frac{{\partial L}}{{\partial {base[1]}^{{({layer})}}}}"
         return rf"{_BASES[base]}^{{({layer})}}"
 
@@ -61,11 +61,29 @@ class BackpropLatexPrinter(LatexPrinter):
         text = self._print(arg)
         return rf"\left({text}\right)" if is_sum(arg) else text
 
+    def _print_MatMul(self, expr: sp.MatMul) -> str:
+        coeff, matrices = expr.as_coeff_matrices()
+        factors = [self._factor(arg) if not _is_negative(arg) else rf"\left({self._print(arg)}\right)"
+                   for arg in matrices]
+        text = " ".join(factors)
+        if coeff == 1:
+            return text
+        return f"- {text}" if coeff == -1 else f"{self._print(coeff)} {text}"
+
     def _print_Elementwise(self, expr: Elementwise) -> str:
         return self._print(expr.expr)
 
     def _print_SampleSum(self, expr: SampleSum) -> str:
         return rf"\sum_{{\text{{samples}}}} {self._print(expr.arg)}"
+
+    def _print_UnitSum(self, expr: UnitSum) -> str:
+        return rf"\sum_{{\text{{units}}}} {self._factor(expr.arg)}"
+
+    def _print_Softmax(self, expr: Softmax) -> str:
+        return rf"\operatorname{{softmax}}\left({self._print(expr.arg)}\right)"
+
+    def _print_DiagMatrix(self, expr: sp.DiagMatrix) -> str:
+        return rf"\operatorname{{diag}}\left({self._print(expr.args[0])}\right)"
 
     def _print_Partial(self, expr: Partial) -> str:
         return rf"\frac{{\partial {self._print(expr.num)}}}{{\partial {self._print(expr.den)}}}"
@@ -85,6 +103,10 @@ class BackpropLatexPrinter(LatexPrinter):
     def _print_logaddexp(self, expr: sp.Function) -> str:
         left, right = (self._print(arg) for arg in expr.args)
         return rf"\log\left(e^{{{left}}} + e^{{{right}}}\right)"
+
+
+def _is_negative(arg: sp.Basic) -> bool:
+    return isinstance(arg, Elementwise) and arg.expr.could_extract_minus_sign()
 
 
 _PRINTER = BackpropLatexPrinter()
@@ -132,10 +154,26 @@ def sections(d: Derivation) -> list[tuple[str, str]]:
             first, *rest = (latex(step) for step in (factor.partial, factor.notation, factor.value) if step is not None)
             lines.append(f"{first} &= " + " = ".join(rest))
         out.append((f"Chain rule for {_plain(rule.target)}", align(lines)))
+    if d.output_delta.index_steps:
+        out.append(("Softmax output: the error, unit by unit", _softmax_steps(d)))
     out.append(("Backward pass: the errors", align([line for e in d.backward for line in equation_lines(e)])))
     out.append(("Gradients", align([line for e in d.gradients for line in equation_lines(e)])))
     out.append(("Updates, with learning rate alpha", align([line for e in d.updates for line in equation_lines(e)])))
+    out.append(("The recurrence for any depth, with a^(0) = X",
+                align([line for e in d.recurrence for line in equation_lines(e)])))
     return out
+
+
+def _softmax_steps(d: Derivation) -> str:
+    """δᵢ = Σⱼ (∂aⱼ/∂zᵢ)(∂L/∂aⱼ), then each form SymPy reached, naming the fact it used."""
+    out = d.layers[-1]
+    i = sp.Symbol("i", integer=True, positive=True)
+    names = {sp.IndexedBase("a"): sp.IndexedBase(out.a.name), sp.IndexedBase("y"): sp.IndexedBase(d.Y.name)}
+    first, *rest = (latex(step.xreplace(names)) for step in d.output_delta.index_steps)
+    lines = [rf"{latex(sp.IndexedBase(out.delta.name)[i])} &= {first}"] + [f"&= {step}" for step in rest]
+    if d.output_delta.assumption is not None:
+        lines[-1] += rf" &&\text{{using }} {latex(d.output_delta.assumption.xreplace(names))}"
+    return align(lines)
 
 
 def _plain(partial: Partial) -> str:

@@ -102,4 +102,24 @@ def make_spec(layers: str | tuple[int, ...], activation: str = "sigmoid", loss: 
         raise SpecError(f"unknown loss {loss!r}: choose one of {', '.join(LOSSES)}")
     if reduction not in REDUCTIONS:
         raise SpecError(f"unknown reduction {reduction!r}: choose sum or mean")
-    return NetworkSpec(widths, split_activations(activation, len(widths) - 1), loss, reduction)
+    from .activations import canonical_name  # activations builds on this module
+
+    names = tuple(canonical_name(name) for name in split_activations(activation, len(widths) - 1))
+    spec = NetworkSpec(widths, names, loss, reduction)
+    check_combination(spec)
+    return spec
+
+
+def check_combination(spec: NetworkSpec) -> None:
+    """Refuse networks whose pieces do not fit together, naming the piece and the fix."""
+    *hidden, output = spec.activations
+    for index, name in enumerate(hidden, start=1):
+        if name == "softmax":
+            raise SpecError(f"softmax is only allowed on the output layer, not on layer {index} of {spec.depth}")
+    if output == "softmax" and spec.layers[-1] < 2:
+        raise SpecError("softmax needs at least 2 output units (with 1 it is the constant 1)")
+    if spec.loss == "cross_entropy" and output != "softmax":
+        raise SpecError(f"loss cross_entropy needs a softmax output layer, not {output}; "
+                        "e.g. --activation tanh,softmax")
+    if spec.loss == "bce" and output not in ("sigmoid", "softmax"):
+        raise SpecError(f"loss bce needs outputs in (0, 1): a sigmoid or softmax output layer, not {output}")

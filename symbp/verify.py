@@ -19,7 +19,7 @@ from sympy.matrices.expressions.matexpr import MatrixExpr
 from . import activations as act
 from . import losses
 from .activations import ActivationBase
-from .algebra import Elementwise, SampleSum
+from .algebra import Elementwise, SampleSum, Softmax, UnitSum
 from .derive import Derivation, m
 
 MAX_PROOF_PARAMS = 200
@@ -44,6 +44,7 @@ class VerifyReport:
     network: str
     samples: int
     checks: tuple[EntryCheck, ...]
+    assumption: str = ""  # a fact both sides were compared under, e.g. targets summing to 1
 
     @property
     def ok(self) -> bool:
@@ -58,6 +59,7 @@ class VerifyReport:
             f"verify {self.network}, {self.samples} sample(s): {len(self.checks)} gradient entries vs sympy.diff "
             f"of the expanded loss: {verdict} ({symbolic} by symbolic simplification to 0, "
             f"{numeric} by 50-digit evaluation at random points)"
+            + (f", given {self.assumption}" if self.assumption else "")
         )
 
 
@@ -130,6 +132,18 @@ def _(expr: SampleSum, env: dict) -> sp.Matrix:
 
 
 @evaluate.register
+def _(expr: UnitSum, env: dict) -> sp.Matrix:
+    value = evaluate(expr.arg, env)
+    return sp.Matrix([[sum(value.col(k)) for k in range(value.cols)]])
+
+
+@evaluate.register
+def _(expr: Softmax, env: dict) -> sp.Matrix:
+    exps = evaluate(expr.arg, env).applyfunc(sp.exp)
+    return sp.Matrix(exps.rows, exps.cols, lambda i, k: exps[i, k] / sum(exps.col(k)))
+
+
+@evaluate.register
 def _(expr: Elementwise, env: dict) -> sp.Matrix:
     scalar = _expand_activations(expr.expr)
     vectors = {s: env[s.name] for s in scalar.free_symbols if isinstance(env.get(s.name), sp.MatrixBase)}
@@ -138,7 +152,8 @@ def _(expr: Elementwise, env: dict) -> sp.Matrix:
     rows = int(expr.shape[0])
 
     def entry(i: int, k: int) -> sp.Expr:
-        values = {s: v[i, k if v.cols > 1 else 0] for s, v in vectors.items()}
+        # A per-sample row such as s⁽ᴸ⁾ = Σ over units is shared by every unit.
+        values = {s: v[i if v.rows > 1 else 0, k if v.cols > 1 else 0] for s, v in vectors.items()}
         return scalar.xreplace({**values, **scalars})
 
     return sp.Matrix(rows, cols, entry)
@@ -165,7 +180,7 @@ def _broadcast(value: sp.Matrix, cols: int) -> sp.Matrix:
 def _equal(left: sp.Expr, right: sp.Expr, rng: random.Random) -> tuple[str, bool]:
     difference = left - right
     # Cheap exact rewrites first; simplify only where the expression is small enough to finish.
-    for rewrite in (sp.expand, lambda e: sp.cancel(sp.together(e)), _small_simplify):
+    for rewrite in (lambda e: sp.cancel(sp.together(e)), _small_simplify):
         if difference == 0 or rewrite(difference) == 0:
             return "symbolic", True
     symbols = sorted(difference.free_symbols, key=str)
@@ -191,6 +206,7 @@ def verify(d: Derivation, samples: int = 1, seed: int = 0) -> VerifyReport:
     for equation in (*d.forward, *d.backward, *d.gradients):
         env[equation.lhs.name] = evaluate(equation.computed, env)
     total = _explicit_loss(d, env)
+    targets = _targets_summing_to_one(env[d.Y.name]) if d.output_delta.assumption is not None else {}
     rng = random.Random(seed)
     checks = []
     for layer in d.layers:
@@ -198,9 +214,15 @@ def verify(d: Derivation, samples: int = 1, seed: int = 0) -> VerifyReport:
             for i in range(param.rows):
                 for j in range(param.cols):
                     direct = sp.diff(total, env[param.name][i, j])
-                    method, ok = _equal(env[grad.name][i, j], direct, rng)
+                    method, ok = _equal(env[grad.name][i, j].subs(targets), direct.subs(targets), rng)
                     checks.append(EntryCheck(param.name, i + 1, j + 1, method, ok))
-    return VerifyReport(d.spec.options(), samples, tuple(checks))
+    assumption = "Σᵢ yᵢ = 1 for every sample" if targets else ""
+    return VerifyReport(d.spec.options(), samples, tuple(checks), assumption)
+
+
+def _targets_summing_to_one(Y: sp.Matrix) -> dict[sp.Symbol, sp.Expr]:
+    """The derivation's assumption Σᵢ yᵢ = 1 per sample, imposed by solving for the last target."""
+    return {Y[-1, k]: 1 - sum(Y[:-1, k]) for k in range(Y.cols)}
 
 
 def _explicit_loss(d: Derivation, env: dict) -> sp.Expr:
