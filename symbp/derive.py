@@ -25,7 +25,7 @@ from . import losses as lss
 from .activations import Activation, get_activation
 from .algebra import Elementwise, Partial, SampleSum, Softmax, UnitSum
 from .losses import Loss, get_loss
-from .spec import NetworkSpec, SpecError, make_spec
+from .spec import NetworkSpec, make_spec
 
 L = sp.Symbol("L")
 alpha = sp.Symbol("alpha", positive=True)
