@@ -5,6 +5,8 @@ Each case states how its entries were decided: "symbolic" (the difference simpli
 step is ½ at 0 and the code's is 0 — and where SymPy cannot cancel within its budget).
 """
 
+from itertools import pairwise
+
 import pytest
 
 from symbp import derive
@@ -51,7 +53,7 @@ def test_matrix_gradients_equal_direct_differentiation(layers, activation, loss,
     assert report.ok, report.summary()
     assert {check.method for check in report.checks} == methods, report.summary()
     widths = [int(w) for w in layers.split("-")]
-    assert len(report.checks) == sum(n * (m + 1) for m, n in zip(widths, widths[1:]))
+    assert len(report.checks) == sum(n * (m + 1) for m, n in pairwise(widths))
 
 
 def test_two_samples_are_summed_in_the_proof():
