@@ -34,6 +34,20 @@ def test_committed_module_is_what_generate_produces_now():
     assert XOR_MODULE.read_text(encoding="utf-8") == symbp.generate("2-2-1", "sigmoid", "half_se")
 
 
+GENERATED = sorted((ROOT / "generated").glob("*.py"))
+
+
+def test_generated_holds_more_than_the_xor_example():
+    names = {path.name for path in GENERATED}
+    assert {"xor_2_2_1.py", "digits_64_128_10.py", "deep_64_32_16_10.py"} <= names
+
+
+@pytest.mark.parametrize("path", GENERATED, ids=lambda path: path.name)
+def test_every_committed_module_is_current(path):
+    result = run("generate", "--check", str(path))
+    assert result.returncode == 0, result.stderr
+
+
 def test_generate_check_passes_on_generated_and_fails_on_edited(tmp_path):
     assert run("generate", "--check", str(XOR_MODULE)).returncode == 0
     edited = tmp_path / "edited.py"

@@ -14,9 +14,18 @@ TORCH_ACTIVATIONS = {
     "relu": torch.relu,
     "softplus": lambda z: torch.logaddexp(torch.zeros_like(z), z),
     "identity": lambda z: z,
+    "softmax": lambda z: torch.softmax(z, dim=0),
+    # formulas in z, as symbp prints them, with independent torch twins
+    "z/(1 + exp(-z))": lambda z: z * torch.sigmoid(z),
+    "z*tanh(log(exp(z) + 1))": lambda z: z * torch.tanh(torch.nn.functional.softplus(z)),
+    "atan(z)": torch.atan,
 }
+ELEMENTWISE = ["sigmoid", "tanh", "relu", "leaky_relu(0.2)", "softplus", "identity",
+               "z/(1 + exp(-z))", "z*tanh(log(exp(z) + 1))", "atan(z)"]
 
 CASES = [
+    ("4-6-3", "tanh,softmax", "cross_entropy", "mean"),
+    ("3-4-3", "z/(1 + exp(-z)),softmax", "half_se", "sum"),
     ("2-2-1", "sigmoid", "half_se", "sum"),
     ("3-4-2", "tanh", "half_se", "mean"),
     ("2-3-1", "relu,sigmoid", "bce", "sum"),
@@ -41,20 +50,45 @@ def torch_loss(params, X, Y, activations, loss, reduction):
     y = torch.tensor(Y)
     if loss == "half_se":
         total = 0.5 * torch.sum((a - y) ** 2)
-    else:
+    elif loss == "bce":
         total = -torch.sum(y * torch.log(a) + (1 - y) * torch.log(1 - a))
+    else:
+        total = -torch.sum(y * torch.log(a))
     return total / X.shape[1] if reduction == "mean" else total
 
 
-@pytest.mark.parametrize("layers, activation, loss, reduction", CASES)
-def test_gradients_equal_torch_autograd(layers, activation, loss, reduction):
+def random_network(seed):
+    """A random network symbp accepts: depth 1–3, widths 1–5, activations, loss, reduction."""
+    rng = np.random.default_rng(seed)
+    depth = int(rng.integers(1, 4))
+    hidden = [str(rng.choice(ELEMENTWISE)) for _ in range(depth - 1)]
+    output = str(rng.choice([*ELEMENTWISE, "softmax", "softmax", "sigmoid"]))
+    widths = [int(w) for w in rng.integers(1, 6, depth + 1)]
+    if output == "softmax":
+        widths[-1] = max(widths[-1], 2)
+        loss = str(rng.choice(["half_se", "bce", "cross_entropy", "cross_entropy"]))
+    else:
+        loss = str(rng.choice(["half_se", "bce"])) if output == "sigmoid" else "half_se"
+    reduction = str(rng.choice(["sum", "mean"]))
+    return "-".join(map(str, widths)), ",".join([*hidden, output]), loss, reduction
+
+
+def targets(rng, loss, rows, samples):
+    if loss == "half_se":
+        return rng.standard_normal((rows, samples))
+    if loss == "bce":
+        return rng.uniform(0.05, 0.95, (rows, samples))
+    weights = rng.uniform(0.05, 1.0, (rows, samples))  # class probabilities: each column sums to 1
+    return weights / weights.sum(axis=0, keepdims=True)
+
+
+def check_against_torch(layers, activation, loss, reduction, seed):
     module = module_for(symbp.generate(layers, activation, loss, reduction))
-    rng = np.random.default_rng(len(layers) + len(activation))
+    rng = np.random.default_rng(seed)
     samples = 5
-    params = module.init_params(11)
+    params = {k: 0.8 * v for k, v in module.init_params(seed).items()}
     X = rng.standard_normal((module.LAYERS[0], samples))
-    Y = rng.uniform(0.05, 0.95, (module.LAYERS[-1], samples)) if loss == "bce" else \
-        rng.standard_normal((module.LAYERS[-1], samples))
+    Y = targets(rng, loss, module.LAYERS[-1], samples)
     tparams = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     expected = torch_loss(tparams, X, Y, module.ACTIVATIONS, loss, reduction)
     expected.backward()
@@ -62,5 +96,27 @@ def test_gradients_equal_torch_autograd(layers, activation, loss, reduction):
     grads = module.gradients(params, X, Y)
     for name, tensor in tparams.items():
         reference = tensor.grad.numpy()
-        assert np.abs(reference).max() > 0
-        np.testing.assert_allclose(grads[name], reference, rtol=1e-10, atol=1e-12 * np.abs(reference).max())
+        scale = np.abs(reference).max()
+        np.testing.assert_allclose(grads[name], reference, rtol=1e-10, atol=1e-12 * max(scale, 1e-300))
+    return max(np.abs(t.grad.numpy()).max() for t in tparams.values())
+
+
+@pytest.mark.parametrize("layers, activation, loss, reduction", CASES)
+def test_gradients_equal_torch_autograd(layers, activation, loss, reduction):
+    assert check_against_torch(layers, activation, loss, reduction, seed=len(layers) + len(activation)) > 0
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_networks_equal_torch_autograd(seed):
+    layers, activation, loss, reduction = random_network(seed)
+    largest = check_against_torch(layers, activation, loss, reduction, seed)
+    # All-zero gradients happen only when a relu output layer is dead for every sample.
+    assert largest > 0 or activation.endswith(",relu") or activation == "relu", (layers, activation, loss)
+
+
+def test_random_networks_cover_every_activation_and_loss():
+    networks = [random_network(seed) for seed in range(30)]
+    used = {name for _, activation, _, _ in networks for name in activation.split(",")}
+    assert used >= {*ELEMENTWISE, "softmax"} - {"atan(z)"}
+    assert {loss for *_, loss, _ in networks} == {"half_se", "bce", "cross_entropy"}
+    assert {reduction for *_, reduction in networks} == {"sum", "mean"}
