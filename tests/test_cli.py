@@ -107,6 +107,13 @@ def test_train_runs_a_given_module():
     (["derive", "--layers", "2-2-2-1", "--activation", "tanh,sigmoid"], "2 activations for 3 layers"),
     (["generate", "--layers", "2-2-1", "-o", "/nonexistent-folder/x.py"], "does not exist"),
     (["train", "--epochs", "0"], "--epochs"),
+    (["derive", "--layers", "2-3-2", "--activation", "softmax,softmax"], "softmax is only allowed on the output layer"),
+    (["derive", "--layers", "2-3-2", "--activation", "tanh", "--loss", "cross_entropy"],
+     "cross_entropy needs a softmax output layer, not tanh"),
+    (["derive", "--layers", "2-3-2", "--activation", "tanh,relu", "--loss", "bce"], "bce needs outputs in (0, 1)"),
+    (["derive", "--layers", "2-3-1", "--activation", "tanh,softmax"], "softmax needs at least 2 output units"),
+    (["derive", "--layers", "2-2-1", "--activation", "z**2+q"], "unknown name 'q'"),
+    (["derive", "--layers", "2-2-1", "--activation", "leaky_relu(2)"], "below 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path):
     result = run(*args, cwd=tmp_path)

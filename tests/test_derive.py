@@ -2,6 +2,7 @@
 
 import sympy as sp
 
+import symbp
 from symbp import derive
 from symbp.activations import a, get_activation, z
 from symbp.algebra import Elementwise
@@ -85,3 +86,63 @@ def test_chain_rule_factors_carry_the_values_sympy_found():
 
 def test_notebook_repr_is_latex():
     assert derive("2-2-1")._repr_latex_().startswith("$$")
+
+
+def test_softmax_with_cross_entropy_simplifies_to_a_minus_y_given_targets_sum_to_one():
+    d = derive("2-3-3", "tanh,softmax", "cross_entropy")
+    assert d.output_delta.simplified == sp.Symbol("a2") - sp.Symbol("y")
+    assert d.output_delta.assumption is not None
+    text = d.latex()
+    assert r"\frac{\partial a^{(2)}_{j}}{\partial z^{(2)}_{i}} &= \left(\left[i = j\right] - a^{(2)}_{i}\right) a^{(2)}_{j}" in text
+    assert r"&= a^{(2)}_{i} - y_{i} &&\text{using } \sum_{j=1}^{n} y_{j} = 1" in text
+
+
+def test_softmax_with_half_se_keeps_one_sum_over_the_units():
+    d = derive("2-3-3", "tanh,softmax", "half_se")
+    s2, delta2 = d.backward[0], d.backward[1]
+    assert s2.lhs == sp.Symbol("s2") and d.output_delta.assumption is None
+    assert delta2.value.expr == sp.Symbol("a2") * (sp.Symbol("a2") - sp.Symbol("s2") - sp.Symbol("y"))
+
+
+def test_the_general_recurrence_is_printed_for_any_depth():
+    text = derive("4-3-3-3-2", "tanh,tanh,tanh,sigmoid", "bce").latex()
+    assert r"\delta^{(l)} &= \left(W^{(l+1)}\right)^{T} \delta^{(l+1)} \odot f'\left(z^{(l)}\right)" in text
+    assert r"\frac{\partial L}{\partial W^{(l)}} &= \delta^{(l)} \left(a^{(l-1)}\right)^{T}" in text
+    assert r"\frac{\partial L}{\partial b^{(l)}} &= \sum_{\text{samples}} \delta^{(l)}" in text
+    assert r"\delta^{(L)} &= \frac{\partial L}{\partial a^{(L)}} \odot f'\left(z^{(L)}\right)" in text
+    for layer in (1, 2, 3):  # and every concrete layer of this network
+        assert rf"\delta^{{({layer})}} &= \left(W^{{({layer + 1})}}\right)^{{T}} \delta^{{({layer + 1})}}" in text
+
+
+def test_a_formula_in_z_is_differentiated_by_sympy():
+    d = derive("2-3-1", "z/(1+exp(-z)),sigmoid", "half_se")
+    swish = d.activations[0]
+    assert swish.custom and swish.name == "z/(1 + exp(-z))"
+    assert sp.simplify(swish.derivative - sp.diff(z / (1 + sp.exp(-z)), z)) == 0
+    assert swish.derivative_in_output is None  # no form in a: the code keeps z⁽¹⁾
+    assert r"f_{1}\left(z\right) &= \frac{z}{1 + e^{- z}}" in d.latex()
+
+
+def test_a_formula_gets_its_derivative_in_the_output_when_sympy_finds_one():
+    d = derive("2-3-1", "1/(1+exp(-2*z)),sigmoid", "half_se")
+    assert sp.expand(d.activations[0].derivative_in_output - 2 * a * (1 - a)) == 0
+
+
+def test_code_keeps_z_only_where_the_derivative_needs_it():
+    source = symbp.generate("2-3-3-1", "z/(1+exp(-z)),tanh,sigmoid", "half_se")
+    gradients = source[source.index("def _gradients"):source.index("def gradients")]
+    assert 'z1 = cache["z1"]' in gradients
+    assert 'z2 = cache["z2"]' not in gradients and 'z3 = cache["z3"]' not in gradients
+
+
+def test_cross_entropy_loss_is_computed_from_z_with_log_softmax():
+    source = symbp.generate("2-3-3", "tanh,softmax", "cross_entropy")
+    assert "np.sum(-(Y * log_softmax(z2)))" in source
+    bce = symbp.generate("2-3-1", "tanh,sigmoid", "bce")
+    assert "np.log(" not in bce[bce.index("def _loss"):bce.index("def loss")]
+
+
+def test_no_hidden_layer_and_many_layers_derive():
+    assert len(derive("4-1", "identity").backward) == 1
+    d = derive("64-32-16-10", "relu,relu,softmax", "cross_entropy", "mean")
+    assert [e.lhs.name for e in d.backward] == ["delta3", "delta2", "delta1"]
