@@ -91,6 +91,7 @@ def _checked(
 
 
 def _forward_pass(params: Params, X: Array) -> Params:
+    """The forward pass on checked inputs; returns every z and a by name."""
     W1 = params["W1"]
     b1 = params["b1"]
     W2 = params["W2"]
@@ -123,6 +124,7 @@ def forward(params: Params, X: Array) -> Array:
 
 
 def _loss(params: Params, X: Array, Y: Array) -> float:
+    """L on checked inputs."""
     cache = _forward_pass(params, X)
     z3 = cache["z3"]
     # L = Σ_i=1…10 (-log(a⁽³⁾[i])·y[i])/m
@@ -136,6 +138,7 @@ def loss(params: Params, X: Array, Y: Array) -> float:
 
 
 def _gradients(params: Params, X: Array, Y: Array) -> Params:
+    """Backpropagation on checked inputs, one formula per line."""
     W2 = params["W2"]
     W3 = params["W3"]
     cache = _forward_pass(params, X)
@@ -170,6 +173,7 @@ def gradients(params: Params, X: Array, Y: Array) -> Params:
 
 
 def _train_step(params: Params, X: Array, Y: Array, learning_rate: float) -> None:
+    """One gradient-descent step on checked inputs."""
     grads = _gradients(params, X, Y)
     # W⁽³⁾ ← W⁽³⁾ − α ∂L/∂W⁽³⁾
     params["W3"] -= learning_rate * grads["W3"]
@@ -217,6 +221,7 @@ class Network:
     """A drop-in for the hand-written ``SimpleNeuralNetwork``: same attributes, methods and printout."""
 
     def __init__(self, *sizes: int, seed: int | None = None) -> None:
+        """Random weights for the layer sizes this module was generated for."""
         if tuple(sizes) != LAYERS:
             raise ValueError(
                 f"this module was generated for layer sizes {LAYERS}, not {tuple(sizes)}"

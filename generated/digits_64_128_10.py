@@ -84,6 +84,7 @@ def _checked(
 
 
 def _forward_pass(params: Params, X: Array) -> Params:
+    """The forward pass on checked inputs; returns every z and a by name."""
     W1 = params["W1"]
     b1 = params["b1"]
     W2 = params["W2"]
@@ -110,6 +111,7 @@ def forward(params: Params, X: Array) -> Array:
 
 
 def _loss(params: Params, X: Array, Y: Array) -> float:
+    """L on checked inputs."""
     cache = _forward_pass(params, X)
     z2 = cache["z2"]
     # L = Σ_i=1…10 (-log(a⁽²⁾[i])·y[i])/m
@@ -123,6 +125,7 @@ def loss(params: Params, X: Array, Y: Array) -> float:
 
 
 def _gradients(params: Params, X: Array, Y: Array) -> Params:
+    """Backpropagation on checked inputs, one formula per line."""
     W2 = params["W2"]
     cache = _forward_pass(params, X)
     a1 = cache["a1"]
@@ -149,6 +152,7 @@ def gradients(params: Params, X: Array, Y: Array) -> Params:
 
 
 def _train_step(params: Params, X: Array, Y: Array, learning_rate: float) -> None:
+    """One gradient-descent step on checked inputs."""
     grads = _gradients(params, X, Y)
     # W⁽²⁾ ← W⁽²⁾ − α ∂L/∂W⁽²⁾
     params["W2"] -= learning_rate * grads["W2"]
@@ -192,6 +196,7 @@ class Network:
     """A drop-in for the hand-written ``SimpleNeuralNetwork``: same attributes, methods and printout."""
 
     def __init__(self, *sizes: int, seed: int | None = None) -> None:
+        """Random weights for the layer sizes this module was generated for."""
         if tuple(sizes) != LAYERS:
             raise ValueError(
                 f"this module was generated for layer sizes {LAYERS}, not {tuple(sizes)}"

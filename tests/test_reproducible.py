@@ -170,3 +170,34 @@ def test_venv_symbp_generate_works_outside_the_source_tree(venv, tmp_path):
     assert report["out_shape"] == [1, 4]
     assert report["max_error"] < 1e-12
     assert report["heavy"] == []
+
+
+def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    import os
+
+    from symbp import codegen
+
+    target = tmp_path / "net.py"
+    target.write_text("old contents\n")
+
+    def broken_replace(source, destination):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        codegen.write_atomically(target, "new contents\n")
+    assert target.read_text() == "old contents\n"
+    assert [path.name for path in tmp_path.iterdir()] == ["net.py"]  # no temporary file left
+
+
+def test_every_function_of_a_generated_module_has_a_docstring_and_type_hints():
+    import ast
+
+    tree = ast.parse(XOR_MODULE.read_text(encoding="utf-8"))
+    functions = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)]
+    assert len(functions) > 15
+    for function in functions:
+        assert ast.get_docstring(function), function.name
+        assert function.returns is not None, function.name
+        arguments = [arg for arg in function.args.args if arg.arg != "self"]
+        assert all(arg.annotation is not None for arg in arguments), function.name
