@@ -87,11 +87,13 @@ def rewrite_in_output(formula: sp.Expr, derivative: sp.Expr) -> sp.Expr | None:
     """Find g with f'(z) = g(f(z)), proved by SymPy, or None.
 
     Tries, in order: replacing f(z) by a inside f'(z) (tanh); inverting a = f(z) with
-    solve (sigmoid); and for steps, replacing the step in z by the same step in a,
+    solve where z occurs once in f (sigmoid); and for steps, replacing the step in z by the same step in a,
     valid when f has the sign of z (relu, leaky_relu).
     """
     candidates = [derivative.subs(formula, a)]
-    if not derivative.has(sp.Heaviside, sp.Piecewise):
+    # solve can take minutes on a formula where z occurs twice; where z occurs once it only peels functions.
+    z_once = sum(1 for node in sp.preorder_traversal(formula) if node == z) == 1
+    if z_once and not derivative.has(sp.Heaviside, sp.Piecewise):
         try:
             candidates += [sp.simplify(derivative.subs(z, root)) for root in sp.solve(sp.Eq(a, formula), z)]
         except NotImplementedError:

@@ -19,6 +19,7 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.str import StrPrinter
 
 from . import __version__
+from .activations import LogSoftmax
 from .algebra import Elementwise, SampleSum, Softmax, UnitSum, is_sum, split_name
 from .derive import Derivation, Equation, alpha, m
 
@@ -217,10 +218,63 @@ def statement(equation: Equation, printer: NumpyCodePrinter = _CODE) -> Statemen
     return Statement(printer.doprint(equation.lhs), code, formula, equation.relation)
 
 
-def _tuple(items: tuple) -> str:
-    """A tuple literal as ruff formats it: double quotes, a trailing comma for one item."""
+LINE_LENGTH = 88  # ruff's default: generated lines must not need reformatting
+BODY_INDENT = 4
+
+
+def _fits(target: str, code: str) -> bool:
+    return BODY_INDENT + len(target) + len(" = ") + len(code) <= LINE_LENGTH
+
+
+def statements(equation: Equation) -> list[Statement]:
+    """The equation as one line, or — when that line would be too long — its long elementwise
+    factors first, each as its own short statements (common subexpressions shared, as ``sympy.cse``
+    finds them), then the equation in their names."""
+    main = statement(equation)
+    if _fits(main.target, main.code) or equation.relation == "-=":
+        return [main]
+    hoisted: list[Statement] = []
+
+    def hoist(node: Elementwise) -> Elementwise:
+        name = f"{main.target}_{len(hoisted) + 1}"
+        hoisted.extend(Statement(t, c, "") for t, c in short_assignments(name, node.expr))
+        return Elementwise(sp.Symbol(name), *node.shape)
+
+    value = equation.computed.replace(lambda e: isinstance(e, Elementwise) and len(_CODE.doprint(e)) > 24, hoist)
+    if not hoisted:
+        return [main]
+    first = hoisted[0]
+    # The formula heads the whole group of lines that computes it.
+    return [Statement(first.target, first.code, main.formula), *hoisted[1:],
+            Statement(main.target, _CODE.doprint(value), "")]
+
+
+def short_assignments(target: str, expr: sp.Expr) -> list[tuple[str, str]]:
+    """``target = expr`` as (name, code) lines that each fit: shared subexpressions become
+    temporaries (``sympy.cse``), and a sum that is still too long is added up term by term."""
+    code = _CODE.doprint(expr)
+    if _fits(target, code):
+        return [(target, code)]
+    replacements, (reduced,) = sp.cse(expr, symbols=sp.numbered_symbols(f"{target}_", real=True))
+    if replacements:
+        lines = [line for name, value in replacements for line in short_assignments(str(name), value)]
+        return lines + short_assignments(target, reduced)
+    terms = sp.Add.make_args(expr)
+    if len(terms) == 1:
+        return [(target, code)]  # one indivisible term: left to the reader's line length
+    names = [sp.Symbol(f"{target}_term{k}", real=True) for k in range(1, len(terms) + 1)]
+    lines = [line for name, term in zip(names, terms) for line in short_assignments(str(name), term)]
+    return lines + [(target, " + ".join(map(str, names)))]
+
+
+def _tuple(items: tuple, name: str = "") -> str:
+    """A tuple literal as ruff formats it after ``NAME = ``: double quotes, a trailing comma
+    for one item, and one item per line when the line would be too long."""
     parts = [f'"{item}"' if isinstance(item, str) else repr(item) for item in items]
-    return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
+    text = f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
+    if len(name) + len(" = ") + len(text) <= LINE_LENGTH:
+        return text
+    return "(\n" + "".join(f"    {part},\n" for part in parts) + ")"
 
 
 def _names_in(expressions: list[sp.Basic]) -> set[str]:
@@ -240,7 +294,9 @@ def module_context(d: Derivation) -> dict:
               if layer_sym.name in used and layer_sym.name not in produced]
     weights = [layer.W.name for layer in d.layers if layer.W.name in used]
 
-    loss_code = _CODE.doprint(d.loss_code)
+    loss_code, loss_lines = _CODE.doprint(d.loss_code), []
+    if not _fits("total", f"float(np.sum({loss_code}))"):
+        loss_code, loss_lines = "terms", short_assignments("terms", d.loss_code)
     loss_inputs = sorted(_names_in([d.loss_code]) & {out.a.name, out.z.name})
     f_out = d.activations[-1]
     param_updates = NumpyCodePrinter({f"d{p.name}": f'grads["{p.name}"]' for p in d.params})
@@ -252,16 +308,16 @@ def module_context(d: Derivation) -> dict:
         activations.append({
             "name": f.function.code_name,
             "formula": applied if formula == applied else f"{applied} = {formula}",
-            "code": _CODE.doprint(f.code_formula),
+            "lines": short_assignments("value", f.code_formula),
             "same_as_formula": f.code_formula == f.formula,
         })
     return {
         "version": __version__,
         "options": d.spec.options(),
         "layers": d.spec.layers,
-        "layers_literal": _tuple(d.spec.layers),
-        "activations_literal": _tuple(d.spec.activations),
-        "param_names_literal": _tuple(tuple(p.name for p in d.params)),
+        "layers_literal": _tuple(d.spec.layers, "LAYERS"),
+        "activations_literal": _tuple(d.spec.activations, "ACTIVATIONS"),
+        "param_names_literal": _tuple(tuple(p.name for p in d.params), "PARAM_NAMES"),
         "loss": d.spec.loss,
         "reduction": d.spec.reduction,
         "params": [{"name": p.name, "shape": (int(p.rows), int(p.cols))} for p in d.params],
@@ -273,12 +329,13 @@ def module_context(d: Derivation) -> dict:
         "weights": weights,
         "uses_m": m.name in used,
         "loss_code": loss_code,
+        "loss_lines": loss_lines,
         "loss_inputs": loss_inputs,
         "softmax": None if f_out.elementwise else f"softmax(z)ⱼ = {_COMMENT.doprint(f_out.formula)}",
-        "log_softmax": "log_softmax(" in loss_code,
+        "log_softmax": d.loss_code.has(LogSoftmax),
         "loss_formula": f"L = {_COMMENT.doprint(d.loss_equation.rhs)}",
-        "backward": [statement(e) for e in d.backward],
-        "gradients": [statement(e) for e in d.gradients],
+        "backward": [line for e in d.backward for line in statements(e)],
+        "gradients": [line for e in d.gradients for line in statements(e)],
         "updates": [statement(e, param_updates) for e in d.updates],
         "learning_rate": _CODE.doprint(alpha),
     }

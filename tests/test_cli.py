@@ -124,12 +124,23 @@ def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_generated_module_is_lint_clean(tmp_path):
+def test_generated_modules_are_lint_clean(tmp_path):
     ruff = pytest.importorskip("ruff", reason="ruff is in the test extra")
     del ruff
+    # Long formulas are the hard case: they must be split into short statements, not left to a formatter.
+    varied = [
+        ("3-4-4-3", "z/(1+exp(-z)),leaky_relu(0.2),softmax", "bce", "mean"),
+        ("2-3-2", "sqrt(z**2+1)-1+sin(z)/(1+z**2)", "half_se", "mean"),
+        ("2-3-3", "z*tanh(softplus(z)),softmax", "half_se", "sum"),
+        ("4-3-1", "atan(z),sigmoid", "bce", "mean"),
+    ]
+    paths = []
+    for index, network in enumerate(varied):
+        paths.append(tmp_path / f"varied{index}.py")
+        symbp.generate(*network, output=paths[-1])
     for command in (["check", "--no-cache", "--isolated"], ["format", "--check", "--no-cache", "--isolated"]):
-        result = subprocess.run([sys.executable, "-m", "ruff", *command, str(XOR_MODULE)], capture_output=True,
-                                text=True, check=False)
+        result = subprocess.run([sys.executable, "-m", "ruff", *command, *map(str, GENERATED + paths)],
+                                capture_output=True, text=True, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
 
 
