@@ -6,6 +6,7 @@ Every error the user can cause is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 from . import __version__
 from .activations import activation_names
 from .api import derive, generate
+from .document import FORMATS
 from .spec import LOSSES, REDUCTIONS, SpecError
 from .train import (
     DEFAULT_EPOCHS,
@@ -49,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("derive", help="print the derivation as LaTeX")
     _network_options(p)
     p.add_argument("--verify", action="store_true", help="prove each gradient entry against sympy.diff")
+    p.add_argument("--format", default="latex", choices=FORMATS,
+                   help="latex: the equations; markdown: prose with $$ blocks; tex: a standalone LaTeX document")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
 
     p = commands.add_parser("generate", help="write the NumPy training module")
@@ -80,10 +84,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _derive(args: argparse.Namespace) -> int:
+    from .document import render
+
     derivation = derive(args.layers, args.activation, args.loss, args.reduction)
-    text = derivation.latex()
-    if args.verify:
-        report = derivation.verify()
+    report = derivation.verify() if args.verify else None
+    text = render(derivation, args.format, report)
+    if report is not None and args.format == "latex":
         text += "\n\n" + "\n".join(f"% {line}" for line in report.summary().splitlines())
     if args.output:
         from .codegen import write_atomically
@@ -92,7 +98,7 @@ def _derive(args: argparse.Namespace) -> int:
         write_atomically(Path(args.output), text + "\n")
     else:
         print(text)
-    if args.verify and not report.ok:
+    if report is not None and not report.ok:
         print(f"symbp: error: {report.summary()}", file=sys.stderr)
         return 1
     return 0
@@ -170,4 +176,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # e.g. `symbp derive … | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)

@@ -132,6 +132,15 @@ class Derivation:
 
         return render_latex(self)
 
+    def markdown(self) -> str:
+        """The derivation as prose with $$ blocks (GitHub, Jupyter)."""
+        from .document import render_markdown
+
+        return render_markdown(self)
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown()
+
     def _repr_latex_(self) -> str:
         from .latex import render_latex
 

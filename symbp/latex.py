@@ -7,6 +7,8 @@ layer superscripts W⁽ˡ⁾, ⊙ for the elementwise product, (W⁽ˡ⁾)ᵀ, �
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
@@ -129,22 +131,36 @@ def equation_lines(equation: Equation, show_value: bool = True) -> list[str]:
     return lines
 
 
-def align(lines: list[str]) -> str:
+def align(lines: list[str], environment: str = "align*") -> str:
+    """Lines ``lhs &= rhs`` in one aligned environment (``align*``, ``align``, ``aligned``)."""
     body = " \\\\\n".join(lines)
-    return f"\\begin{{align*}}\n{body}\n\\end{{align*}}"
+    return f"\\begin{{{environment}}}\n{body}\n\\end{{{environment}}}"
 
 
-def sections(d: Derivation) -> list[tuple[str, str]]:
-    """(title, LaTeX) for each part of the derivation, in the document's order."""
-    out: list[tuple[str, str]] = []
+@dataclass(frozen=True)
+class Section:
+    """One part of the derivation: a key the prose refers to, a title, and its aligned lines."""
+
+    key: str
+    title: str
+    lines: tuple[str, ...]
+
+
+def _lines(equations: tuple[Equation, ...]) -> tuple[str, ...]:
+    return tuple(line for e in equations for line in equation_lines(e))
+
+
+def sections(d: Derivation) -> list[Section]:
+    """Each part of the derivation, in the document's order."""
+    out: list[Section] = []
     for f, definition, derivative, in_output in d.activation_equations:
         lines = [*equation_lines(definition), *equation_lines(derivative)]
         if in_output is not None:
             lines.append(rf"&= {latex(in_output.rhs)}")
-        out.append((f"Activation: {f.name}", align(lines)))
-    out.append(("Forward pass", align([line for e in d.forward for line in equation_lines(e)])))
-    out.append((f"Loss: {d.loss.title}", align(equation_lines(d.loss_equation))))
-    for rule in d.chain_rules:
+        out.append(Section(f"activation:{f.name}", f"Activation: {f.name}", tuple(lines)))
+    out.append(Section("forward", "Forward pass", _lines(d.forward)))
+    out.append(Section("loss", f"Loss: {d.loss.title}", _lines((d.loss_equation,))))
+    for index, rule in enumerate(d.chain_rules):
         base, layer = split_name(rule.target.den.name)
         target = latex(rule.target) if base != "z" else rf"{latex(sp.Symbol(f'delta{layer}'))} = {latex(rule.target)}"
         lines = [rf"{target} &= " + r" \cdot ".join(latex(f.partial) for f in rule.factors)]
@@ -153,18 +169,17 @@ def sections(d: Derivation) -> list[tuple[str, str]]:
                 lines.append(rf"{latex(factor.index_form.lhs)} &= {latex(factor.index_form.rhs)}")
             first, *rest = (latex(step) for step in (factor.partial, factor.notation, factor.value) if step is not None)
             lines.append(f"{first} &= " + " = ".join(rest))
-        out.append((f"Chain rule for {_plain(rule.target)}", align(lines)))
+        out.append(Section(f"chain:{index}", f"Chain rule for {_plain(rule.target)}", tuple(lines)))
     if d.output_delta.index_steps:
-        out.append(("Softmax output: the error, unit by unit", _softmax_steps(d)))
-    out.append(("Backward pass: the errors", align([line for e in d.backward for line in equation_lines(e)])))
-    out.append(("Gradients", align([line for e in d.gradients for line in equation_lines(e)])))
-    out.append(("Updates, with learning rate alpha", align([line for e in d.updates for line in equation_lines(e)])))
-    out.append(("The recurrence for any depth, with a^(0) = X",
-                align([line for e in d.recurrence for line in equation_lines(e)])))
+        out.append(Section("softmax", "Softmax output: the error, unit by unit", _softmax_steps(d)))
+    out.append(Section("backward", "Backward pass: the errors", _lines(d.backward)))
+    out.append(Section("gradients", "Gradients", _lines(d.gradients)))
+    out.append(Section("updates", "Updates, with learning rate alpha", _lines(d.updates)))
+    out.append(Section("recurrence", "The recurrence for any depth, with a^(0) = X", _lines(d.recurrence)))
     return out
 
 
-def _softmax_steps(d: Derivation) -> str:
+def _softmax_steps(d: Derivation) -> tuple[str, ...]:
     """δᵢ = Σⱼ (∂aⱼ/∂zᵢ)(∂L/∂aⱼ), then each form SymPy reached, naming the fact it used."""
     out = d.layers[-1]
     i = sp.Symbol("i", integer=True, positive=True)
@@ -173,7 +188,7 @@ def _softmax_steps(d: Derivation) -> str:
     lines = [rf"{latex(sp.IndexedBase(out.delta.name)[i])} &= {first}"] + [f"&= {step}" for step in rest]
     if d.output_delta.assumption is not None:
         lines[-1] += rf" &&\text{{using }} {latex(d.output_delta.assumption.xreplace(names))}"
-    return align(lines)
+    return tuple(lines)
 
 
 def _plain(partial: Partial) -> str:
@@ -182,8 +197,9 @@ def _plain(partial: Partial) -> str:
 
 
 def render_latex(d: Derivation, display: bool = False) -> str:
-    """The derivation's equations as LaTeX blocks, each headed by a ``%`` comment."""
+    """The derivation's equations as ``align*`` blocks; with ``display``, bare blocks for a notebook."""
+    if display:  # MathJax typesets each environment; it has no use for comments
+        return "\n\n".join(align(list(section.lines)) for section in sections(d))
     header = f"% Backpropagation derived by symbp for {d.spec.options()}"
-    blocks = [header] + [f"% {title}\n{body}" for title, body in sections(d)]
-    text = "\n\n".join(blocks)
-    return f"$$\n{text}\n$$" if display else text
+    blocks = [header] + [f"% {section.title}\n{align(list(section.lines))}" for section in sections(d)]
+    return "\n\n".join(blocks)

@@ -85,7 +85,7 @@ def test_chain_rule_factors_carry_the_values_sympy_found():
 
 
 def test_notebook_repr_is_latex():
-    assert derive("2-2-1")._repr_latex_().startswith("$$")
+    assert derive("2-2-1")._repr_latex_().startswith(r"\begin{align*}")
 
 
 def test_softmax_with_cross_entropy_simplifies_to_a_minus_y_given_targets_sum_to_one():
