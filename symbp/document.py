@@ -98,6 +98,7 @@ def document_context(d: Derivation) -> dict:
             "WL": latex(out.W),
             "deltaL": latex(out.delta),
             "alpha": latex(sp.Symbol("alpha")),
+            "loss": latex(d.loss_equation.rhs),
         },
     }
 
