@@ -38,14 +38,14 @@ def tanh(z: Array) -> Array:
 
 def softmax(z: Array) -> Array:
     """softmax(z)ⱼ = exp(z[j])/Σ_k=1…n exp(z[k]) per column, shifted by its maximum so exp cannot overflow."""
-    e = np.exp(z - np.max(z, axis=0, keepdims=True))
-    return e / np.sum(e, axis=0, keepdims=True)
+    e = np.exp(z - z.max(axis=0, keepdims=True))
+    return e / e.sum(axis=0, keepdims=True)
 
 
 def log_softmax(z: Array) -> Array:
     """log softmax(z), per column, from z: finite even where softmax(z) rounds to 0."""
-    shifted = z - np.max(z, axis=0, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=0, keepdims=True))
+    shifted = z - z.max(axis=0, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=0, keepdims=True))
 
 
 def init_params(seed: int | None = None) -> Params:
@@ -155,15 +155,15 @@ def _gradients(params: Params, X: Array, Y: Array) -> Params:
     # ∂L/∂W⁽³⁾ = δ⁽³⁾ (a⁽²⁾)ᵀ
     dW3 = delta3 @ a2.T
     # ∂L/∂b⁽³⁾ = Σ δ⁽³⁾
-    db3 = np.sum(delta3, axis=1, keepdims=True)
+    db3 = delta3.sum(axis=1, keepdims=True)
     # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
     dW2 = delta2 @ a1.T
     # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
-    db2 = np.sum(delta2, axis=1, keepdims=True)
+    db2 = delta2.sum(axis=1, keepdims=True)
     # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
     dW1 = delta1 @ X.T
     # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
-    db1 = np.sum(delta1, axis=1, keepdims=True)
+    db1 = delta1.sum(axis=1, keepdims=True)
     return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2, "W3": dW3, "b3": db3}
 
 
@@ -202,8 +202,19 @@ def train(
     learning_rate: float,
     log_every: int = 1000,
 ) -> list[float]:
-    """Full-batch gradient descent; returns the loss before every ``log_every``-th step."""
+    """Full-batch gradient descent; returns the loss before every ``log_every``-th step.
+
+    The step is written out inline, with the parameters updated in place, because on small
+    networks the cost of a step is mostly Python's calls, not arithmetic.
+    """
     X, Y = _checked(params, X, Y)
+    W1 = params["W1"]
+    b1 = params["b1"]
+    W2 = params["W2"]
+    b2 = params["b2"]
+    W3 = params["W3"]
+    b3 = params["b3"]
+    m = X.shape[1]
     logged = []
     for epoch in range(epochs):
         if epoch % log_every == 0:
@@ -213,7 +224,48 @@ def train(
                     f"the loss became {current} at epoch {epoch}; lower the learning rate"
                 )
             logged.append(current)
-        _train_step(params, X, Y, learning_rate)
+        # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
+        z1 = W1 @ X + b1
+        # a⁽¹⁾ = relu(z⁽¹⁾)
+        a1 = relu(z1)
+        # z⁽²⁾ = W⁽²⁾ a⁽¹⁾ + b⁽²⁾
+        z2 = W2 @ a1 + b2
+        # a⁽²⁾ = tanh(z⁽²⁾)
+        a2 = np.tanh(z2)
+        # z⁽³⁾ = W⁽³⁾ a⁽²⁾ + b⁽³⁾
+        z3 = W3 @ a2 + b3
+        # a⁽³⁾ = softmax(z⁽³⁾)
+        a3 = softmax(z3)
+        # δ⁽³⁾ = (diag(a⁽³⁾) − a⁽³⁾ (a⁽³⁾)ᵀ) (-y/(a⁽³⁾·m)) = (a⁽³⁾ - y)/m
+        delta3 = (a3 - Y) / m
+        # δ⁽²⁾ = (W⁽³⁾)ᵀ δ⁽³⁾ ⊙ tanh'(z⁽²⁾)
+        delta2 = (W3.T @ delta3) * (1 - a2**2)
+        # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ relu'(z⁽¹⁾)
+        delta1 = (W2.T @ delta2) * np.heaviside(a1, 0.0)
+        # ∂L/∂W⁽³⁾ = δ⁽³⁾ (a⁽²⁾)ᵀ
+        dW3 = delta3 @ a2.T
+        # ∂L/∂b⁽³⁾ = Σ δ⁽³⁾
+        db3 = delta3.sum(axis=1, keepdims=True)
+        # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
+        dW2 = delta2 @ a1.T
+        # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
+        db2 = delta2.sum(axis=1, keepdims=True)
+        # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
+        dW1 = delta1 @ X.T
+        # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
+        db1 = delta1.sum(axis=1, keepdims=True)
+        # W⁽³⁾ ← W⁽³⁾ − α ∂L/∂W⁽³⁾
+        W3 -= learning_rate * dW3
+        # b⁽³⁾ ← b⁽³⁾ − α ∂L/∂b⁽³⁾
+        b3 -= learning_rate * db3
+        # W⁽²⁾ ← W⁽²⁾ − α ∂L/∂W⁽²⁾
+        W2 -= learning_rate * dW2
+        # b⁽²⁾ ← b⁽²⁾ − α ∂L/∂b⁽²⁾
+        b2 -= learning_rate * db2
+        # W⁽¹⁾ ← W⁽¹⁾ − α ∂L/∂W⁽¹⁾
+        W1 -= learning_rate * dW1
+        # b⁽¹⁾ ← b⁽¹⁾ − α ∂L/∂b⁽¹⁾
+        b1 -= learning_rate * db1
     return logged
 
 

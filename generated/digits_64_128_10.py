@@ -31,14 +31,14 @@ def tanh(z: Array) -> Array:
 
 def softmax(z: Array) -> Array:
     """softmax(z)ⱼ = exp(z[j])/Σ_k=1…n exp(z[k]) per column, shifted by its maximum so exp cannot overflow."""
-    e = np.exp(z - np.max(z, axis=0, keepdims=True))
-    return e / np.sum(e, axis=0, keepdims=True)
+    e = np.exp(z - z.max(axis=0, keepdims=True))
+    return e / e.sum(axis=0, keepdims=True)
 
 
 def log_softmax(z: Array) -> Array:
     """log softmax(z), per column, from z: finite even where softmax(z) rounds to 0."""
-    shifted = z - np.max(z, axis=0, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=0, keepdims=True))
+    shifted = z - z.max(axis=0, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=0, keepdims=True))
 
 
 def init_params(seed: int | None = None) -> Params:
@@ -138,11 +138,11 @@ def _gradients(params: Params, X: Array, Y: Array) -> Params:
     # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
     dW2 = delta2 @ a1.T
     # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
-    db2 = np.sum(delta2, axis=1, keepdims=True)
+    db2 = delta2.sum(axis=1, keepdims=True)
     # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
     dW1 = delta1 @ X.T
     # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
-    db1 = np.sum(delta1, axis=1, keepdims=True)
+    db1 = delta1.sum(axis=1, keepdims=True)
     return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
 
 
@@ -177,8 +177,17 @@ def train(
     learning_rate: float,
     log_every: int = 1000,
 ) -> list[float]:
-    """Full-batch gradient descent; returns the loss before every ``log_every``-th step."""
+    """Full-batch gradient descent; returns the loss before every ``log_every``-th step.
+
+    The step is written out inline, with the parameters updated in place, because on small
+    networks the cost of a step is mostly Python's calls, not arithmetic.
+    """
     X, Y = _checked(params, X, Y)
+    W1 = params["W1"]
+    b1 = params["b1"]
+    W2 = params["W2"]
+    b2 = params["b2"]
+    m = X.shape[1]
     logged = []
     for epoch in range(epochs):
         if epoch % log_every == 0:
@@ -188,7 +197,34 @@ def train(
                     f"the loss became {current} at epoch {epoch}; lower the learning rate"
                 )
             logged.append(current)
-        _train_step(params, X, Y, learning_rate)
+        # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
+        z1 = W1 @ X + b1
+        # a⁽¹⁾ = tanh(z⁽¹⁾)
+        a1 = np.tanh(z1)
+        # z⁽²⁾ = W⁽²⁾ a⁽¹⁾ + b⁽²⁾
+        z2 = W2 @ a1 + b2
+        # a⁽²⁾ = softmax(z⁽²⁾)
+        a2 = softmax(z2)
+        # δ⁽²⁾ = (diag(a⁽²⁾) − a⁽²⁾ (a⁽²⁾)ᵀ) (-y/(a⁽²⁾·m)) = (a⁽²⁾ - y)/m
+        delta2 = (a2 - Y) / m
+        # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ tanh'(z⁽¹⁾)
+        delta1 = (W2.T @ delta2) * (1 - a1**2)
+        # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
+        dW2 = delta2 @ a1.T
+        # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
+        db2 = delta2.sum(axis=1, keepdims=True)
+        # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
+        dW1 = delta1 @ X.T
+        # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
+        db1 = delta1.sum(axis=1, keepdims=True)
+        # W⁽²⁾ ← W⁽²⁾ − α ∂L/∂W⁽²⁾
+        W2 -= learning_rate * dW2
+        # b⁽²⁾ ← b⁽²⁾ − α ∂L/∂b⁽²⁾
+        b2 -= learning_rate * db2
+        # W⁽¹⁾ ← W⁽¹⁾ − α ∂L/∂W⁽¹⁾
+        W1 -= learning_rate * dW1
+        # b⁽¹⁾ ← b⁽¹⁾ − α ∂L/∂b⁽¹⁾
+        b1 -= learning_rate * db1
     return logged
 
 

@@ -125,11 +125,11 @@ def _gradients(params: Params, X: Array, Y: Array) -> Params:
     # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
     dW2 = delta2 @ a1.T
     # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
-    db2 = np.sum(delta2, axis=1, keepdims=True)
+    db2 = delta2.sum(axis=1, keepdims=True)
     # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
     dW1 = delta1 @ X.T
     # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
-    db1 = np.sum(delta1, axis=1, keepdims=True)
+    db1 = delta1.sum(axis=1, keepdims=True)
     return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
 
 
@@ -164,8 +164,16 @@ def train(
     learning_rate: float,
     log_every: int = 1000,
 ) -> list[float]:
-    """Full-batch gradient descent; returns the loss before every ``log_every``-th step."""
+    """Full-batch gradient descent; returns the loss before every ``log_every``-th step.
+
+    The step is written out inline, with the parameters updated in place, because on small
+    networks the cost of a step is mostly Python's calls, not arithmetic.
+    """
     X, Y = _checked(params, X, Y)
+    W1 = params["W1"]
+    b1 = params["b1"]
+    W2 = params["W2"]
+    b2 = params["b2"]
     logged = []
     for epoch in range(epochs):
         if epoch % log_every == 0:
@@ -175,7 +183,34 @@ def train(
                     f"the loss became {current} at epoch {epoch}; lower the learning rate"
                 )
             logged.append(current)
-        _train_step(params, X, Y, learning_rate)
+        # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
+        z1 = W1 @ X + b1
+        # a⁽¹⁾ = σ(z⁽¹⁾)
+        a1 = sigmoid(z1)
+        # z⁽²⁾ = W⁽²⁾ a⁽¹⁾ + b⁽²⁾
+        z2 = W2 @ a1 + b2
+        # a⁽²⁾ = σ(z⁽²⁾)
+        a2 = sigmoid(z2)
+        # δ⁽²⁾ = (a⁽²⁾ - y) ⊙ σ'(z⁽²⁾)
+        delta2 = (a2 - Y) * (a2 * (1 - a2))
+        # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ σ'(z⁽¹⁾)
+        delta1 = (W2.T @ delta2) * (a1 * (1 - a1))
+        # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
+        dW2 = delta2 @ a1.T
+        # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
+        db2 = delta2.sum(axis=1, keepdims=True)
+        # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
+        dW1 = delta1 @ X.T
+        # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
+        db1 = delta1.sum(axis=1, keepdims=True)
+        # W⁽²⁾ ← W⁽²⁾ − α ∂L/∂W⁽²⁾
+        W2 -= learning_rate * dW2
+        # b⁽²⁾ ← b⁽²⁾ − α ∂L/∂b⁽²⁾
+        b2 -= learning_rate * db2
+        # W⁽¹⁾ ← W⁽¹⁾ − α ∂L/∂W⁽¹⁾
+        W1 -= learning_rate * dW1
+        # b⁽¹⁾ ← b⁽¹⁾ − α ∂L/∂b⁽¹⁾
+        b1 -= learning_rate * db1
     return logged
 
 

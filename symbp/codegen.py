@@ -61,10 +61,11 @@ class NumpyCodePrinter(NumPyPrinter):
         return self._print(expr.expr)
 
     def _print_SampleSum(self, expr: SampleSum) -> str:
-        return f"{self._module_format('numpy.sum')}({self._print(expr.arg)}, axis=1, keepdims=True)"
+        # The method, not np.sum: on small arrays np.sum's Python-level dispatch costs more than the sum.
+        return f"{self._operand(expr.arg, PRECEDENCE['Atom'])}.sum(axis=1, keepdims=True)"
 
     def _print_UnitSum(self, expr: UnitSum) -> str:
-        return f"{self._module_format('numpy.sum')}({self._print(expr.arg)}, axis=0, keepdims=True)"
+        return f"{self._operand(expr.arg, PRECEDENCE['Atom'])}.sum(axis=0, keepdims=True)"
 
     def _print_Softmax(self, expr: Softmax) -> str:
         return f"softmax({self._print(expr.arg)})"
@@ -219,7 +220,7 @@ def statement(equation: Equation, printer: NumpyCodePrinter = _CODE) -> Statemen
 
 
 LINE_LENGTH = 88  # ruff's default: generated lines must not need reformatting
-BODY_INDENT = 4
+BODY_INDENT = 8  # statements also appear inside train's loop
 
 
 def _fits(target: str, code: str) -> bool:
@@ -337,6 +338,7 @@ def module_context(d: Derivation) -> dict:
         "backward": [line for e in d.backward for line in statements(e)],
         "gradients": [line for e in d.gradients for line in statements(e)],
         "updates": [statement(e, param_updates) for e in d.updates],
+        "inline_updates": [statement(e) for e in d.updates],
         "learning_rate": _CODE.doprint(alpha),
     }
 

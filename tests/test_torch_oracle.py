@@ -120,3 +120,23 @@ def test_random_networks_cover_every_activation_and_loss():
     assert used >= {*ELEMENTWISE, "softmax"} - {"atan(z)"}
     assert {loss for *_, loss, _ in networks} == {"half_se", "bce", "cross_entropy"}
     assert {reduction for *_, reduction in networks} == {"sum", "mean"}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_inlined_training_loop_equals_repeated_steps(seed):
+    """train() writes the step out inline for speed; it must be the same step as train_step()."""
+    layers, activation, loss, reduction = random_network(seed)
+    module = module_for(symbp.generate(layers, activation, loss, reduction))
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((module.LAYERS[0], 4))
+    Y = targets(rng, loss, module.LAYERS[-1], 4)
+    looped, stepped = module.init_params(seed), module.init_params(seed)
+    logged = module.train(looped, X, Y, epochs=5, learning_rate=0.05, log_every=2)
+    losses = []
+    for epoch in range(5):
+        if epoch % 2 == 0:
+            losses.append(module.loss(stepped, X, Y))
+        module.train_step(stepped, X, Y, 0.05)
+    assert logged == pytest.approx(losses, rel=1e-12)
+    for name in looped:
+        np.testing.assert_allclose(looped[name], stepped[name], rtol=1e-12, atol=1e-14)
