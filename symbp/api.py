@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .codegen import GENERATED_MARKER, render_module, write_atomically
+from .codegen import BACKENDS, GENERATED_MARKER, render_module, write_atomically
 from .derive import Derivation, derive_spec
 from .spec import SpecError, make_spec
 
@@ -16,12 +16,17 @@ def derive(layers: str | tuple[int, ...] = "2-2-1", activation: str = "sigmoid",
 
 
 def generate(layers: str | tuple[int, ...] = "2-2-1", activation: str = "sigmoid", loss: str = "half_se",
-             reduction: str = "sum", output: str | Path | None = None, force: bool = False) -> str:
-    """The NumPy training module's source; written to ``output`` when given.
+             reduction: str = "sum", output: str | Path | None = None, force: bool = False,
+             backend: str = "numpy") -> str:
+    """The training module's source; written to ``output`` when given.
+
+    ``backend="numba"`` adds a training loop that numba compiles (numba is then needed to import it).
 
     An existing file that symbp did not generate is only replaced with ``force=True``.
     """
-    source = render_module(derive(layers, activation, loss, reduction))
+    if backend not in BACKENDS:
+        raise SpecError(f"unknown backend {backend!r}: choose numpy or numba")
+    source = render_module(derive(layers, activation, loss, reduction), backend)
     if output is not None:
         path = Path(output)
         if path.is_dir():

@@ -14,6 +14,7 @@ from pathlib import Path
 from . import __version__
 from .activations import activation_names
 from .api import derive, generate
+from .codegen import BACKENDS
 from .document import FORMATS
 from .spec import LOSSES, REDUCTIONS, SpecError
 from .train import (
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     _network_options(p, required=False)
     p.add_argument("-o", "--output", help="the module's path, e.g. generated/xor.py")
     p.add_argument("--force", action="store_true", help="overwrite a file symbp did not generate")
+    p.add_argument("--backend", default="numpy", choices=BACKENDS,
+                   help="numpy (default): numpy only; numba: train's loop compiled by numba (pip install symbp[fast])")
     p.add_argument("--check", nargs="+", metavar="PATH",
                    help="exit 1 if a generated file differs from what this symbp generates from its header")
 
@@ -115,7 +118,8 @@ def _generate(args: argparse.Namespace) -> int:
         return _check(args.check)
     if args.layers is None or args.output is None:
         raise SpecError("generate needs --layers and -o PATH (or --check PATH...)")
-    generate(args.layers, args.activation, args.loss, args.reduction, output=args.output, force=args.force)
+    generate(args.layers, args.activation, args.loss, args.reduction, output=args.output, force=args.force,
+             backend=args.backend)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
@@ -137,9 +141,10 @@ def _check(paths: list[str]) -> int:
     for path in paths:
         options = _Parser(prog="header")
         _network_options(options)
+        options.add_argument("--backend", default="numpy", choices=BACKENDS)
         recorded = header_options(path)
         spec = options.parse_args(recorded)
-        expected = generate(spec.layers, spec.activation, spec.loss, spec.reduction)
+        expected = generate(spec.layers, spec.activation, spec.loss, spec.reduction, backend=spec.backend)
         if Path(path).read_text(encoding="utf-8") != expected:
             stale.append(path)
             print(f"{path}: stale or edited; regenerate with: symbp generate "

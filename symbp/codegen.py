@@ -85,9 +85,9 @@ class NumpyCodePrinter(NumPyPrinter):
     def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
         base, exp = expr.args
         if exp.is_Integer and exp > 0:
-            simple = isinstance(base, sp.Symbol)
-            joiner = "**" if simple else " ** "
-            return f"{self._operand(base, PRECEDENCE['Pow'] + 1)}{joiner}{exp}"
+            text = self._operand(base, PRECEDENCE["Pow"] + 1)
+            joiner = "**" if text.isidentifier() else " ** "  # ruff: a ** 2 hugs only plain names
+            return f"{text}{joiner}{exp}"
         if exp.is_Integer and exp < 0:
             return f"1 / {self._operand(base ** -exp, PRECEDENCE['Mul'] + 1)}"
         return super()._print_Pow(expr, rational=rational)
@@ -223,8 +223,9 @@ LINE_LENGTH = 88  # ruff's default: generated lines must not need reformatting
 BODY_INDENT = 8  # statements also appear inside train's loop
 
 
-def _fits(target: str, code: str) -> bool:
-    return BODY_INDENT + len(target) + len(" = ") + len(code) <= LINE_LENGTH
+def fits(target: str, code: str, indent: int = BODY_INDENT) -> bool:
+    """Whether ``target = code`` fits on one line at this indentation."""
+    return indent + len(target) + len(" = ") + len(code) <= LINE_LENGTH
 
 
 def statements(equation: Equation) -> list[Statement]:
@@ -232,7 +233,7 @@ def statements(equation: Equation) -> list[Statement]:
     factors first, each as its own short statements (common subexpressions shared, as ``sympy.cse``
     finds them), then the equation in their names."""
     main = statement(equation)
-    if _fits(main.target, main.code) or equation.relation == "-=":
+    if fits(main.target, main.code) or equation.relation == "-=":
         return [main]
     hoisted: list[Statement] = []
 
@@ -250,21 +251,29 @@ def statements(equation: Equation) -> list[Statement]:
             Statement(main.target, _CODE.doprint(value), "")]
 
 
-def short_assignments(target: str, expr: sp.Expr) -> list[tuple[str, str]]:
+def short_assignments(target: str, expr: sp.Expr, indent: int = BODY_INDENT,
+                      printer: NumpyCodePrinter = _CODE) -> list[tuple[str, str]]:
     """``target = expr`` as (name, code) lines that each fit: shared subexpressions become
     temporaries (``sympy.cse``), and a sum that is still too long is added up term by term."""
-    code = _CODE.doprint(expr)
-    if _fits(target, code):
+    code = printer.doprint(expr)
+    if fits(target, code, indent):
         return [(target, code)]
     replacements, (reduced,) = sp.cse(expr, symbols=sp.numbered_symbols(f"{target}_", real=True))
     if replacements:
-        lines = [line for name, value in replacements for line in short_assignments(str(name), value)]
-        return lines + short_assignments(target, reduced)
+        lines = [line for name, value in replacements
+                 for line in short_assignments(str(name), value, indent, printer)]
+        return lines + short_assignments(target, reduced, indent, printer)
+    if isinstance(expr, sp.Mul):  # the longest factor gets its own line
+        factor = max(expr.args, key=lambda arg: len(printer.doprint(arg)))
+        name = sp.Symbol(f"{target}_factor", real=True)
+        if factor.is_Add:
+            return [*short_assignments(name.name, factor, indent, printer),
+                    *short_assignments(target, expr.xreplace({factor: name}), indent, printer)]
     terms = sp.Add.make_args(expr)
     if len(terms) == 1:
         return [(target, code)]  # one indivisible term: left to the reader's line length
     names = [sp.Symbol(f"{target}_term{k}", real=True) for k in range(1, len(terms) + 1)]
-    lines = [line for name, term in zip(names, terms) for line in short_assignments(str(name), term)]
+    lines = [line for name, term in zip(names, terms) for line in short_assignments(str(name), term, indent, printer)]
     return lines + [(target, " + ".join(map(str, names)))]
 
 
@@ -296,7 +305,7 @@ def module_context(d: Derivation) -> dict:
     weights = [layer.W.name for layer in d.layers if layer.W.name in used]
 
     loss_code, loss_lines = _CODE.doprint(d.loss_code), []
-    if not _fits("total", f"float(np.sum({loss_code}))"):
+    if not fits("total", f"float(np.sum({loss_code}))"):
         loss_code, loss_lines = "terms", short_assignments("terms", d.loss_code)
     loss_inputs = sorted(_names_in([d.loss_code]) & {out.a.name, out.z.name})
     f_out = d.activations[-1]
@@ -364,9 +373,20 @@ def templates_dir() -> Path:
     raise FileNotFoundError("symbp's templates are missing from this installation")
 
 
-def render_module(d: Derivation) -> str:
-    """The generated NumPy module's source."""
-    return environment().get_template("numpy_module.py.j2").render(**module_context(d))
+BACKENDS = ("numpy", "numba")
+
+
+def render_module(d: Derivation, backend: str = "numpy") -> str:
+    """The generated module's source: NumPy only, or with a training loop numba compiles."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: choose numpy or numba")
+    context = module_context(d)
+    if backend == "numba":
+        from .loops import LoopWriter
+
+        context["options"] += " --backend numba"
+        context["kernel"] = LoopWriter(d).kernel_context()
+    return environment().get_template(f"{backend}_module.py.j2").render(**context)
 
 
 GENERATED_MARKER = "Generated by symbp"

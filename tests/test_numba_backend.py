@@ -1,0 +1,80 @@
+"""The numba backend: the same API, training loops numba compiles, results equal to the NumPy backend's."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import symbp
+from symbp.train import XOR_X, XOR_Y, load_module
+
+if os.environ.get("CI"):
+    import numba  # CI installs the fast extra; a missing numba must fail there, not skip
+else:
+    numba = pytest.importorskip("numba", reason="the numba backend needs the fast extra: pip install .[fast]")
+
+NETWORKS = [
+    ("2-2-1", "sigmoid", "half_se", "sum"),
+    ("4-5-3", "tanh,softmax", "cross_entropy", "mean"),
+    ("3-4-3", "relu,softmax", "half_se", "sum"),
+    ("3-4-2", "leaky_relu(0.1),softmax", "bce", "mean"),
+    ("3-4-4-2", "z/(1+exp(-z)),softplus,sigmoid", "bce", "sum"),
+    ("2-3-2", "sqrt(z**2+1)-1+sin(z)/(1+z**2),identity", "half_se", "mean"),
+]
+
+
+def both_backends(network, tmp_path):
+    name = "net_" + str(abs(hash(network)))
+    paths = {}
+    for backend in ("numpy", "numba"):
+        paths[backend] = tmp_path / f"{name}_{backend}.py"
+        symbp.generate(*network, output=paths[backend], backend=backend)
+    return {backend: load_module(path, f"{path.stem}") for backend, path in paths.items()}
+
+
+@pytest.mark.parametrize("network", NETWORKS, ids=lambda n: f"{n[0]}-{n[1]}-{n[2]}-{n[3]}")
+def test_numba_training_equals_numpy_training(network, tmp_path):
+    modules = both_backends(network, tmp_path)
+    rng = np.random.default_rng(5)
+    layers = modules["numpy"].LAYERS
+    X = rng.standard_normal((layers[0], 7))
+    if network[2] == "half_se":
+        Y = rng.standard_normal((layers[-1], 7))
+    else:
+        Y = rng.uniform(0.05, 1.0, (layers[-1], 7))
+        Y /= Y.sum(axis=0, keepdims=True) if network[2] == "cross_entropy" else 1
+    params = {backend: module.init_params(3) for backend, module in modules.items()}
+    # A small rate: at larger ones some of these networks are chaotic, and 1e-16 apart becomes 1e-2 apart.
+    logged = {b: modules[b].train(params[b], X, Y, epochs=300, learning_rate=0.01, log_every=100) for b in params}
+    assert logged["numba"] == pytest.approx(logged["numpy"], rel=1e-12)
+    for name in params["numpy"]:
+        np.testing.assert_allclose(params["numba"][name], params["numpy"][name], rtol=1e-12, atol=1e-13)
+    # The rest of the API is the NumPy backend's.
+    np.testing.assert_allclose(modules["numba"].forward(params["numba"], X), modules["numpy"].forward(params["numpy"], X),
+                               rtol=1e-12)
+
+
+def test_numba_xor_matches_numpy_over_10000_epochs(tmp_path):
+    modules = both_backends(("2-2-1", "sigmoid", "half_se", "sum"), tmp_path)
+    params = {b: m.init_params(0) for b, m in modules.items()}
+    for b, module in modules.items():
+        module.train(params[b], XOR_X, XOR_Y, epochs=10_000, learning_rate=0.1)
+    for name in params["numpy"]:
+        np.testing.assert_allclose(params["numba"][name], params["numpy"][name], rtol=1e-12, atol=1e-12)
+
+
+def test_numba_modules_are_lint_clean_and_checkable(tmp_path):
+    paths = []
+    for index, network in enumerate(NETWORKS):
+        paths.append(tmp_path / f"n{index}.py")
+        symbp.generate(*network, output=paths[-1], backend="numba")
+    for command in (["check", "--no-cache", "--isolated"], ["format", "--check", "--no-cache", "--isolated"]):
+        result = subprocess.run([sys.executable, "-m", "ruff", *command, *map(str, paths)], capture_output=True,
+                                text=True, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+    from test_cli import run
+
+    assert run("generate", "--check", *map(str, paths)).returncode == 0
+    assert "--backend numba" in paths[0].read_text().splitlines()[2]
