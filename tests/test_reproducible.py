@@ -19,8 +19,8 @@ NETWORKS = {
     "2-2-1-sigmoid-half_se": XOR_OPTIONS,
     "3-4-2-tanh,sigmoid-bce-mean": ["--layers", "3-4-2", "--activation", "tanh,sigmoid", "--loss", "bce",
                                     "--reduction", "mean"],
-    "numba-3-4-2-leaky,softmax-bce-mean": ["--layers", "3-4-2", "--activation", "leaky_relu(0.1),softmax", "--loss",
-                                           "bce", "--reduction", "mean", "--backend", "numba"],
+    "numba-3-4-3-relu,softmax-half_se-mean": ["--layers", "3-4-3", "--activation", "relu,softmax", "--loss",
+                                              "half_se", "--reduction", "mean", "--backend", "numba"],
 }
 HASH_SEEDS = ("0", "1", "12345", "random")
 TIMEOUT = 300
