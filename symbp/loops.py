@@ -63,15 +63,16 @@ class LoopWriter:
     def loop(self, equation: Equation) -> list[str]:
         target, value = equation.lhs.name, equation.computed
         rows = self.rows.get(target, 1)
-        if isinstance(value, sp.MatAdd):  # z = W @ a + b
+        if isinstance(value, sp.MatAdd):  # z = W @ a + b, samples innermost: rows of C arrays are contiguous
             (W, previous), bias = _product_and_bias(value)
             return [
-                "for k in range(m):",
-                f"    for i in range({rows}):",
-                f"        total = {bias}[i, 0]",
-                f"        for j in range({self.cols[W]}):",
-                f"            total += {W}[i, j] * {_code(previous)}[j, k]",
-                f"        {target}[i, k] = total",
+                f"for i in range({rows}):",
+                "    for k in range(m):",
+                f"        {target}[i, k] = {bias}[i, 0]",
+                f"    for j in range({self.cols[W]}):",
+                f"        weight = {W}[i, j]",
+                "        for k in range(m):",
+                f"            {target}[i, k] += weight * {_code(previous)}[j, k]",
             ]
         if isinstance(value, Softmax):
             z = value.arg.name
@@ -99,21 +100,25 @@ class LoopWriter:
         if isinstance(value, Elementwise) or _all_elementwise(value):
             expr = value.expr if isinstance(value, Elementwise) else sp.Mul(*(arg.expr for arg in value.args))
             return [
-                "for k in range(m):",
-                f"    for i in range({rows}):",
+                f"for i in range({rows}):",
+                "    for k in range(m):",
                 *(f"        {line}" for line in self.assign(f"{target}[i, k]", expr, KERNEL_INDENT + 8)),
             ]
         if isinstance(value, sp.HadamardProduct):  # δ = (W)ᵀ δ_above ⊙ f'(z)
             propagated, slope = value.args
             W, above = propagated.args[0].arg.name, propagated.args[1].name
             return [
-                "for k in range(m):",
-                f"    for i in range({rows}):",
-                "        total = 0.0",
-                f"        for j in range({self.rows[W]}):",
-                f"            total += {W}[j, i] * {above}[j, k]",
+                f"for i in range({rows}):",
+                "    for k in range(m):",
+                f"        {target}[i, k] = 0.0",
+                f"    for j in range({self.rows[W]}):",
+                f"        weight = {W}[j, i]",
+                "        for k in range(m):",
+                f"            {target}[i, k] += weight * {above}[j, k]",
+                "    for k in range(m):",
+                f"        total = {target}[i, k]",
                 *(f"        {line}" for line in self.assign(f"{target}[i, k]", sp.Symbol("total") * slope.expr,
-                                                    KERNEL_INDENT + 8)),
+                                                            KERNEL_INDENT + 8)),
             ]
         raise NotImplementedError(f"no loop form for {target} = {value}")
 
