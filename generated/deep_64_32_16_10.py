@@ -99,15 +99,15 @@ def _forward_pass(params: Params, X: Array) -> Params:
     W3 = params["W3"]
     b3 = params["b3"]
     # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
-    z1 = W1 @ X + b1
+    z1 = np.dot(W1, X) + b1
     # a⁽¹⁾ = relu(z⁽¹⁾)
     a1 = relu(z1)
     # z⁽²⁾ = W⁽²⁾ a⁽¹⁾ + b⁽²⁾
-    z2 = W2 @ a1 + b2
+    z2 = np.dot(W2, a1) + b2
     # a⁽²⁾ = tanh(z⁽²⁾)
     a2 = np.tanh(z2)
     # z⁽³⁾ = W⁽³⁾ a⁽²⁾ + b⁽³⁾
-    z3 = W3 @ a2 + b3
+    z3 = np.dot(W3, a2) + b3
     # a⁽³⁾ = softmax(z⁽³⁾)
     a3 = softmax(z3)
     return {"z1": z1, "a1": a1, "z2": z2, "a2": a2, "z3": z3, "a3": a3}
@@ -149,19 +149,19 @@ def _gradients(params: Params, X: Array, Y: Array) -> Params:
     # δ⁽³⁾ = (diag(a⁽³⁾) − a⁽³⁾ (a⁽³⁾)ᵀ) (-y/(a⁽³⁾·m)) = (a⁽³⁾ - y)/m
     delta3 = (a3 - Y) / m
     # δ⁽²⁾ = (W⁽³⁾)ᵀ δ⁽³⁾ ⊙ tanh'(z⁽²⁾)
-    delta2 = (W3.T @ delta3) * (1 - a2**2)
+    delta2 = np.dot(W3.T, delta3) * (1 - a2**2)
     # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ relu'(z⁽¹⁾)
-    delta1 = (W2.T @ delta2) * np.heaviside(a1, 0.0)
+    delta1 = np.dot(W2.T, delta2) * np.heaviside(a1, 0.0)
     # ∂L/∂W⁽³⁾ = δ⁽³⁾ (a⁽²⁾)ᵀ
-    dW3 = delta3 @ a2.T
+    dW3 = np.dot(delta3, a2.T)
     # ∂L/∂b⁽³⁾ = Σ δ⁽³⁾
     db3 = delta3.sum(axis=1, keepdims=True)
     # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
-    dW2 = delta2 @ a1.T
+    dW2 = np.dot(delta2, a1.T)
     # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
     db2 = delta2.sum(axis=1, keepdims=True)
     # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
-    dW1 = delta1 @ X.T
+    dW1 = np.dot(delta1, X.T)
     # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
     db1 = delta1.sum(axis=1, keepdims=True)
     return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2, "W3": dW3, "b3": db3}
@@ -225,33 +225,33 @@ def train(
                 )
             logged.append(current)
         # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
-        z1 = W1 @ X + b1
+        z1 = np.dot(W1, X) + b1
         # a⁽¹⁾ = relu(z⁽¹⁾)
         a1 = relu(z1)
         # z⁽²⁾ = W⁽²⁾ a⁽¹⁾ + b⁽²⁾
-        z2 = W2 @ a1 + b2
+        z2 = np.dot(W2, a1) + b2
         # a⁽²⁾ = tanh(z⁽²⁾)
         a2 = np.tanh(z2)
         # z⁽³⁾ = W⁽³⁾ a⁽²⁾ + b⁽³⁾
-        z3 = W3 @ a2 + b3
+        z3 = np.dot(W3, a2) + b3
         # a⁽³⁾ = softmax(z⁽³⁾)
         a3 = softmax(z3)
         # δ⁽³⁾ = (diag(a⁽³⁾) − a⁽³⁾ (a⁽³⁾)ᵀ) (-y/(a⁽³⁾·m)) = (a⁽³⁾ - y)/m
         delta3 = (a3 - Y) / m
         # δ⁽²⁾ = (W⁽³⁾)ᵀ δ⁽³⁾ ⊙ tanh'(z⁽²⁾)
-        delta2 = (W3.T @ delta3) * (1 - a2**2)
+        delta2 = np.dot(W3.T, delta3) * (1 - a2**2)
         # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ relu'(z⁽¹⁾)
-        delta1 = (W2.T @ delta2) * np.heaviside(a1, 0.0)
+        delta1 = np.dot(W2.T, delta2) * np.heaviside(a1, 0.0)
         # ∂L/∂W⁽³⁾ = δ⁽³⁾ (a⁽²⁾)ᵀ
-        dW3 = delta3 @ a2.T
+        dW3 = np.dot(delta3, a2.T)
         # ∂L/∂b⁽³⁾ = Σ δ⁽³⁾
         db3 = delta3.sum(axis=1, keepdims=True)
         # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
-        dW2 = delta2 @ a1.T
+        dW2 = np.dot(delta2, a1.T)
         # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
         db2 = delta2.sum(axis=1, keepdims=True)
         # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
-        dW1 = delta1 @ X.T
+        dW1 = np.dot(delta1, X.T)
         # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
         db1 = delta1.sum(axis=1, keepdims=True)
         # W⁽³⁾ ← W⁽³⁾ − α ∂L/∂W⁽³⁾

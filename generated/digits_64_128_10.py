@@ -90,11 +90,11 @@ def _forward_pass(params: Params, X: Array) -> Params:
     W2 = params["W2"]
     b2 = params["b2"]
     # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
-    z1 = W1 @ X + b1
+    z1 = np.dot(W1, X) + b1
     # a⁽¹⁾ = tanh(z⁽¹⁾)
     a1 = np.tanh(z1)
     # z⁽²⁾ = W⁽²⁾ a⁽¹⁾ + b⁽²⁾
-    z2 = W2 @ a1 + b2
+    z2 = np.dot(W2, a1) + b2
     # a⁽²⁾ = softmax(z⁽²⁾)
     a2 = softmax(z2)
     return {"z1": z1, "a1": a1, "z2": z2, "a2": a2}
@@ -134,13 +134,13 @@ def _gradients(params: Params, X: Array, Y: Array) -> Params:
     # δ⁽²⁾ = (diag(a⁽²⁾) − a⁽²⁾ (a⁽²⁾)ᵀ) (-y/(a⁽²⁾·m)) = (a⁽²⁾ - y)/m
     delta2 = (a2 - Y) / m
     # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ tanh'(z⁽¹⁾)
-    delta1 = (W2.T @ delta2) * (1 - a1**2)
+    delta1 = np.dot(W2.T, delta2) * (1 - a1**2)
     # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
-    dW2 = delta2 @ a1.T
+    dW2 = np.dot(delta2, a1.T)
     # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
     db2 = delta2.sum(axis=1, keepdims=True)
     # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
-    dW1 = delta1 @ X.T
+    dW1 = np.dot(delta1, X.T)
     # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
     db1 = delta1.sum(axis=1, keepdims=True)
     return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
@@ -198,23 +198,23 @@ def train(
                 )
             logged.append(current)
         # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
-        z1 = W1 @ X + b1
+        z1 = np.dot(W1, X) + b1
         # a⁽¹⁾ = tanh(z⁽¹⁾)
         a1 = np.tanh(z1)
         # z⁽²⁾ = W⁽²⁾ a⁽¹⁾ + b⁽²⁾
-        z2 = W2 @ a1 + b2
+        z2 = np.dot(W2, a1) + b2
         # a⁽²⁾ = softmax(z⁽²⁾)
         a2 = softmax(z2)
         # δ⁽²⁾ = (diag(a⁽²⁾) − a⁽²⁾ (a⁽²⁾)ᵀ) (-y/(a⁽²⁾·m)) = (a⁽²⁾ - y)/m
         delta2 = (a2 - Y) / m
         # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ tanh'(z⁽¹⁾)
-        delta1 = (W2.T @ delta2) * (1 - a1**2)
+        delta1 = np.dot(W2.T, delta2) * (1 - a1**2)
         # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
-        dW2 = delta2 @ a1.T
+        dW2 = np.dot(delta2, a1.T)
         # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
         db2 = delta2.sum(axis=1, keepdims=True)
         # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
-        dW1 = delta1 @ X.T
+        dW1 = np.dot(delta1, X.T)
         # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
         db1 = delta1.sum(axis=1, keepdims=True)
         # W⁽²⁾ ← W⁽²⁾ − α ∂L/∂W⁽²⁾

@@ -26,7 +26,7 @@ PARAM_SHAPES = {
 
 def sigmoid(z: Array) -> Array:
     """σ(z) = 1/(1 + exp(-z)), in a form that cannot overflow."""
-    return np.exp(-np.logaddexp(0, -z))
+    return np.exp(-np.logaddexp(0.0, -z))
 
 
 def init_params(seed: int | None = None) -> Params:
@@ -78,11 +78,11 @@ def _forward_pass(params: Params, X: Array) -> Params:
     W2 = params["W2"]
     b2 = params["b2"]
     # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
-    z1 = W1 @ X + b1
+    z1 = np.dot(W1, X) + b1
     # a⁽¹⁾ = σ(z⁽¹⁾)
     a1 = sigmoid(z1)
     # z⁽²⁾ = W⁽²⁾ a⁽¹⁾ + b⁽²⁾
-    z2 = W2 @ a1 + b2
+    z2 = np.dot(W2, a1) + b2
     # a⁽²⁾ = σ(z⁽²⁾)
     a2 = sigmoid(z2)
     return {"z1": z1, "a1": a1, "z2": z2, "a2": a2}
@@ -121,13 +121,13 @@ def _gradients(params: Params, X: Array, Y: Array) -> Params:
     # δ⁽²⁾ = (a⁽²⁾ - y) ⊙ σ'(z⁽²⁾)
     delta2 = (a2 - Y) * (a2 * (1 - a2))
     # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ σ'(z⁽¹⁾)
-    delta1 = (W2.T @ delta2) * (a1 * (1 - a1))
+    delta1 = np.dot(W2.T, delta2) * (a1 * (1 - a1))
     # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
-    dW2 = delta2 @ a1.T
+    dW2 = np.dot(delta2, a1.T)
     # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
     db2 = delta2.sum(axis=1, keepdims=True)
     # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
-    dW1 = delta1 @ X.T
+    dW1 = np.dot(delta1, X.T)
     # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
     db1 = delta1.sum(axis=1, keepdims=True)
     return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
@@ -184,23 +184,23 @@ def train(
                 )
             logged.append(current)
         # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
-        z1 = W1 @ X + b1
+        z1 = np.dot(W1, X) + b1
         # a⁽¹⁾ = σ(z⁽¹⁾)
         a1 = sigmoid(z1)
         # z⁽²⁾ = W⁽²⁾ a⁽¹⁾ + b⁽²⁾
-        z2 = W2 @ a1 + b2
+        z2 = np.dot(W2, a1) + b2
         # a⁽²⁾ = σ(z⁽²⁾)
         a2 = sigmoid(z2)
         # δ⁽²⁾ = (a⁽²⁾ - y) ⊙ σ'(z⁽²⁾)
         delta2 = (a2 - Y) * (a2 * (1 - a2))
         # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ σ'(z⁽¹⁾)
-        delta1 = (W2.T @ delta2) * (a1 * (1 - a1))
+        delta1 = np.dot(W2.T, delta2) * (a1 * (1 - a1))
         # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
-        dW2 = delta2 @ a1.T
+        dW2 = np.dot(delta2, a1.T)
         # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
         db2 = delta2.sum(axis=1, keepdims=True)
         # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
-        dW1 = delta1 @ X.T
+        dW1 = np.dot(delta1, X.T)
         # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
         db1 = delta1.sum(axis=1, keepdims=True)
         # W⁽²⁾ ← W⁽²⁾ − α ∂L/∂W⁽²⁾

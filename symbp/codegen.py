@@ -47,15 +47,28 @@ class NumpyCodePrinter(NumPyPrinter):
         return f"({text})" if precedence(inner) < level else text
 
     def _print_MatMul(self, expr: sp.MatMul) -> str:
+        # np.dot, as the tutorial writes it: on small arrays it also dispatches faster than @.
         coeff, matrices = expr.as_coeff_matrices()
-        product = " @ ".join(self._operand(arg, PRECEDENCE["Mul"]) for arg in matrices)
+        product = self._print(matrices[0])
+        for factor in matrices[1:]:
+            product = f"{self._module_format('numpy.dot')}({product}, {self._print(factor)})"
         return product if coeff == 1 else f"{self._operand(coeff, PRECEDENCE['Mul'])} * {product}"
+
+    def _print_logaddexp(self, expr: sp.Function) -> str:
+        # A float constant spares NumPy converting a Python int on every call.
+        args = (repr(float(arg)) if arg.is_Number else self._print(arg) for arg in expr.args)
+        return f"{self._module_format('numpy.logaddexp')}({', '.join(args)})"
 
     def _print_Transpose(self, expr: sp.Transpose) -> str:
         return f"{self._operand(expr.arg, PRECEDENCE['Atom'])}.T"
 
     def _print_HadamardProduct(self, expr: sp.HadamardProduct) -> str:
-        return " * ".join(self._operand(arg, PRECEDENCE["Mul"] + 1) for arg in expr.args)
+        def operand(arg: sp.Basic) -> str:
+            if isinstance(arg, sp.MatMul) and arg.as_coeff_matrices()[0] == 1:
+                return self._print(arg)  # np.dot(…) is a call: no brackets needed
+            return self._operand(arg, PRECEDENCE["Mul"] + 1)
+
+        return " * ".join(operand(arg) for arg in expr.args)
 
     def _print_Elementwise(self, expr: Elementwise) -> str:
         return self._print(expr.expr)

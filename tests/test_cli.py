@@ -51,7 +51,7 @@ def test_every_committed_module_is_current(path):
 def test_generate_check_passes_on_generated_and_fails_on_edited(tmp_path):
     assert run("generate", "--check", str(XOR_MODULE)).returncode == 0
     edited = tmp_path / "edited.py"
-    edited.write_text(XOR_MODULE.read_text().replace("W1 @ X + b1", "W1 @ X - b1"))
+    edited.write_text(XOR_MODULE.read_text().replace("np.dot(W1, X) + b1", "np.dot(W1, X) - b1"))
     result = run("generate", "--check", str(edited))
     assert result.returncode == 1
     assert "edited.py: stale or edited" in result.stderr
