@@ -33,17 +33,16 @@ class LoopWriter:
             self.rows[layer.W.name] = int(layer.W.rows)
         self.cols = {layer.W.name: int(layer.W.cols) for layer in d.layers}
         self.sample_rows = {e.lhs.name for e in d.backward if isinstance(e.computed, UnitSum)}
-        self.jitted: set[str] = set()
 
     # -- scalar formulas with every vector name indexed ---------------------------------------
-    def scalar(self, expr: sp.Expr, row: str = "i") -> str:
+    def scalar(self, expr: sp.Expr) -> str:
         names = {}
         for symbol in expr.free_symbols:
             if symbol.name in self.sample_rows:
                 names[symbol.name] = f"{symbol.name}[0, k]"
             elif symbol.name in self.rows:
                 code = "Y" if symbol.name == self.d.Y.name else symbol.name
-                names[symbol.name] = f"{code}[{row}, k]"
+                names[symbol.name] = f"{code}[i, k]"
         return _JitPrinter(names).doprint(expr)
 
     def assign(self, target: str, expr: sp.Expr, indent: int, op: str = "=") -> list[str]:
@@ -149,20 +148,14 @@ class LoopWriter:
         d = self.d
         work = [(e.lhs.name, 1 if e.lhs.name in self.sample_rows else self.rows[e.lhs.name])
                 for e in (*d.forward, *d.backward)]
-        steps = [(e, self.loop(e)) for e in (*d.forward, *d.backward)]
-        updates = [(e, self.gradient_update(e)) for e in d.gradients]
         by_param = {e.lhs.name: e for e in d.updates}
         scalars = [{"name": f.function.code_name, "formula": f"{f.function.unicode_symbol}(z)",
                     "lines": short_assignments("value", compiled_form(f), 4, _JitPrinter())}
                    for f in dict.fromkeys(d.activations) if f.elementwise]
-        return {
-            "scalars": scalars,
-            "work": work,
-            "steps": steps,
-            "formulas": [statement(e).formula for e, _ in steps],
-            "gradient_updates": updates,
-            "update_formulas": [statement(by_param[e.lhs.name[1:]]).formula for e, _ in updates],
-        }
+        # (formula comment, loop lines) for every step, then for every parameter's update
+        steps = [(statement(e).formula, self.loop(e)) for e in (*d.forward, *d.backward)]
+        steps += [(statement(by_param[e.lhs.name[1:]]).formula, self.gradient_update(e)) for e in d.gradients]
+        return {"scalars": scalars, "work": work, "steps": steps}
 
 
 def compiled_form(f: Activation) -> sp.Expr:
