@@ -194,6 +194,126 @@ def train_step(params: Params, X: Array, Y: Array, learning_rate: float) -> None
     _train_step(params, *_checked(params, X, Y), learning_rate)
 
 
+def _work(m: int) -> tuple[Array, ...]:
+    """Empty arrays for every value a step on m samples computes, in ``_step``'s order.
+
+    A step writes into these instead of allocating: on wide layers, fresh (units × m)
+    arrays every step cost more than the arithmetic.
+    """
+    return (
+        np.empty((32, m)),  # z1
+        np.empty((32, m)),  # a1
+        np.empty((16, m)),  # z2
+        np.empty((16, m)),  # a2
+        np.empty((10, m)),  # z3
+        np.empty((10, m)),  # a3
+        np.empty((10, m)),  # delta3
+        np.empty((16, m)),  # delta2
+        np.empty((16, m)),  # delta2_t1
+        np.empty((32, m)),  # delta1
+        np.empty((32, m)),  # delta1_t1
+        np.empty((10, 16)),  # dW3
+        np.empty((10, 1)),  # db3
+        np.empty((16, 32)),  # dW2
+        np.empty((16, 1)),  # db2
+        np.empty((32, 64)),  # dW1
+        np.empty((32, 1)),  # db1
+    )
+
+
+def _step(
+    params: tuple[Array, ...],
+    X: Array,
+    Y: Array,
+    learning_rate: float,
+    work: tuple[Array, ...],
+) -> None:
+    """One gradient-descent step on checked inputs, computed in the work arrays.
+
+    The same step as ``train_step``, written one NumPy call per line with ``out=``.
+    """
+    W1, b1, W2, b2, W3, b3 = params
+    (
+        z1,
+        a1,
+        z2,
+        a2,
+        z3,
+        a3,
+        delta3,
+        delta2,
+        delta2_t1,
+        delta1,
+        delta1_t1,
+        dW3,
+        db3,
+        dW2,
+        db2,
+        dW1,
+        db1,
+    ) = work
+    m = X.shape[1]
+    # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
+    np.dot(W1, X, out=z1)
+    z1 += b1
+    # a⁽¹⁾ = relu(z⁽¹⁾)
+    np.maximum(0.0, z1, out=a1)
+    # z⁽²⁾ = W⁽²⁾ a⁽¹⁾ + b⁽²⁾
+    np.dot(W2, a1, out=z2)
+    z2 += b2
+    # a⁽²⁾ = tanh(z⁽²⁾)
+    np.tanh(z2, out=a2)
+    # z⁽³⁾ = W⁽³⁾ a⁽²⁾ + b⁽³⁾
+    np.dot(W3, a2, out=z3)
+    z3 += b3
+    # a⁽³⁾ = softmax(z⁽³⁾)
+    np.subtract(z3, z3.max(axis=0, keepdims=True), out=a3)
+    np.exp(a3, out=a3)
+    a3 /= a3.sum(axis=0, keepdims=True)
+    # δ⁽³⁾ = (diag(a⁽³⁾) − a⁽³⁾ (a⁽³⁾)ᵀ) (-y/(a⁽³⁾·m)) = (a⁽³⁾ - y)/m
+    np.subtract(a3, Y, out=delta3)
+    delta3 /= m
+    # δ⁽²⁾ = (W⁽³⁾)ᵀ δ⁽³⁾ ⊙ tanh'(z⁽²⁾)
+    np.dot(W3.T, delta3, out=delta2)
+    np.square(a2, out=delta2_t1)
+    np.subtract(1.0, delta2_t1, out=delta2_t1)
+    delta2 *= delta2_t1
+    # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ relu'(z⁽¹⁾)
+    np.dot(W2.T, delta2, out=delta1)
+    np.heaviside(a1, 0.0, out=delta1_t1)
+    delta1 *= delta1_t1
+    # ∂L/∂W⁽³⁾ = δ⁽³⁾ (a⁽²⁾)ᵀ
+    np.dot(delta3, a2.T, out=dW3)
+    # ∂L/∂b⁽³⁾ = Σ δ⁽³⁾
+    delta3.sum(axis=1, keepdims=True, out=db3)
+    # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
+    np.dot(delta2, a1.T, out=dW2)
+    # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
+    delta2.sum(axis=1, keepdims=True, out=db2)
+    # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
+    np.dot(delta1, X.T, out=dW1)
+    # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
+    delta1.sum(axis=1, keepdims=True, out=db1)
+    # W⁽³⁾ ← W⁽³⁾ − α ∂L/∂W⁽³⁾
+    dW3 *= learning_rate
+    W3 -= dW3
+    # b⁽³⁾ ← b⁽³⁾ − α ∂L/∂b⁽³⁾
+    db3 *= learning_rate
+    b3 -= db3
+    # W⁽²⁾ ← W⁽²⁾ − α ∂L/∂W⁽²⁾
+    dW2 *= learning_rate
+    W2 -= dW2
+    # b⁽²⁾ ← b⁽²⁾ − α ∂L/∂b⁽²⁾
+    db2 *= learning_rate
+    b2 -= db2
+    # W⁽¹⁾ ← W⁽¹⁾ − α ∂L/∂W⁽¹⁾
+    dW1 *= learning_rate
+    W1 -= dW1
+    # b⁽¹⁾ ← b⁽¹⁾ − α ∂L/∂b⁽¹⁾
+    db1 *= learning_rate
+    b1 -= db1
+
+
 def train(
     params: Params,
     X: Array,
@@ -204,17 +324,11 @@ def train(
 ) -> list[float]:
     """Full-batch gradient descent; returns the loss before every ``log_every``-th step.
 
-    The step is written out inline, with the parameters updated in place, because on small
-    networks the cost of a step is mostly Python's calls, not arithmetic.
+    Parameters change in place. Each step is ``_step``, which allocates nothing large.
     """
     X, Y = _checked(params, X, Y)
-    W1 = params["W1"]
-    b1 = params["b1"]
-    W2 = params["W2"]
-    b2 = params["b2"]
-    W3 = params["W3"]
-    b3 = params["b3"]
-    m = X.shape[1]
+    weights = tuple(params[name] for name in PARAM_NAMES)
+    work = _work(X.shape[1])
     logged = []
     for epoch in range(epochs):
         if epoch % log_every == 0:
@@ -224,48 +338,7 @@ def train(
                     f"the loss became {current} at epoch {epoch}; lower the learning rate"
                 )
             logged.append(current)
-        # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
-        z1 = np.dot(W1, X) + b1
-        # a⁽¹⁾ = relu(z⁽¹⁾)
-        a1 = relu(z1)
-        # z⁽²⁾ = W⁽²⁾ a⁽¹⁾ + b⁽²⁾
-        z2 = np.dot(W2, a1) + b2
-        # a⁽²⁾ = tanh(z⁽²⁾)
-        a2 = np.tanh(z2)
-        # z⁽³⁾ = W⁽³⁾ a⁽²⁾ + b⁽³⁾
-        z3 = np.dot(W3, a2) + b3
-        # a⁽³⁾ = softmax(z⁽³⁾)
-        a3 = softmax(z3)
-        # δ⁽³⁾ = (diag(a⁽³⁾) − a⁽³⁾ (a⁽³⁾)ᵀ) (-y/(a⁽³⁾·m)) = (a⁽³⁾ - y)/m
-        delta3 = (a3 - Y) / m
-        # δ⁽²⁾ = (W⁽³⁾)ᵀ δ⁽³⁾ ⊙ tanh'(z⁽²⁾)
-        delta2 = np.dot(W3.T, delta3) * (1 - a2**2)
-        # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ relu'(z⁽¹⁾)
-        delta1 = np.dot(W2.T, delta2) * np.heaviside(a1, 0.0)
-        # ∂L/∂W⁽³⁾ = δ⁽³⁾ (a⁽²⁾)ᵀ
-        dW3 = np.dot(delta3, a2.T)
-        # ∂L/∂b⁽³⁾ = Σ δ⁽³⁾
-        db3 = delta3.sum(axis=1, keepdims=True)
-        # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
-        dW2 = np.dot(delta2, a1.T)
-        # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
-        db2 = delta2.sum(axis=1, keepdims=True)
-        # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
-        dW1 = np.dot(delta1, X.T)
-        # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
-        db1 = delta1.sum(axis=1, keepdims=True)
-        # W⁽³⁾ ← W⁽³⁾ − α ∂L/∂W⁽³⁾
-        W3 -= learning_rate * dW3
-        # b⁽³⁾ ← b⁽³⁾ − α ∂L/∂b⁽³⁾
-        b3 -= learning_rate * db3
-        # W⁽²⁾ ← W⁽²⁾ − α ∂L/∂W⁽²⁾
-        W2 -= learning_rate * dW2
-        # b⁽²⁾ ← b⁽²⁾ − α ∂L/∂b⁽²⁾
-        b2 -= learning_rate * db2
-        # W⁽¹⁾ ← W⁽¹⁾ − α ∂L/∂W⁽¹⁾
-        W1 -= learning_rate * dW1
-        # b⁽¹⁾ ← b⁽¹⁾ − α ∂L/∂b⁽¹⁾
-        b1 -= learning_rate * db1
+        _step(weights, X, Y, learning_rate, work)
     return logged
 
 

@@ -220,6 +220,11 @@ class Statement:
     formula: str
     op: str = "="
 
+    @property
+    def line(self) -> str:
+        """The line of code; a statement with no target is a call such as ``np.dot(…, out=z1)``."""
+        return f"{self.target} {self.op} {self.code}" if self.target else self.code
+
 
 def statement(equation: Equation, printer: NumpyCodePrinter = _CODE) -> Statement:
     """A derivation equation as a line of code, with its formula as a comment."""
@@ -298,6 +303,16 @@ def _tuple(items: tuple, name: str = "") -> str:
     if len(name) + len(" = ") + len(text) <= LINE_LENGTH:
         return text
     return "(\n" + "".join(f"    {part},\n" for part in parts) + ")"
+
+
+def unpack(names: list[str], source: str, indent: int = 4) -> str:
+    """``a, b = source`` as ruff formats it: on one line, or bracketed with one name per line."""
+    pad = " " * indent
+    line = f"{pad}{', '.join(names)} = {source}"
+    if len(line) <= LINE_LENGTH and len(names) > 1:
+        return line
+    inner = "".join(f"{pad}    {name},\n" for name in names)
+    return f"{pad}(\n{inner}{pad}) = {source}"
 
 
 def _names_in(expressions: list[sp.Basic]) -> set[str]:
@@ -394,6 +409,14 @@ def render_module(d: Derivation, backend: str = "numpy") -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose numpy or numba")
     context = module_context(d)
+    if backend == "numpy":
+        from .inplace import StepWriter
+
+        writer = StepWriter(d)
+        context["step"] = writer.step()
+        context["work"] = writer.work
+        context["unpack_params"] = unpack([p.name for p in d.params], "params")
+        context["unpack_work"] = unpack([w.name for w in writer.work], "work")
     if backend == "numba":
         from .loops import LoopWriter
 

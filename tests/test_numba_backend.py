@@ -22,6 +22,8 @@ NETWORKS = [
     ("3-4-2", "leaky_relu(0.1),softmax", "bce", "mean"),
     ("3-4-4-2", "z/(1+exp(-z)),softplus,sigmoid", "bce", "sum"),
     ("2-3-2", "sqrt(z**2+1)-1+sin(z)/(1+z**2),identity", "half_se", "mean"),
+    # W1 and W2 have 256 or more entries, so their products go to BLAS; W3's stay loops
+    ("16-24-16-3", "tanh,relu,softmax", "cross_entropy", "mean"),
 ]
 
 
@@ -54,6 +56,14 @@ def test_numba_training_equals_numpy_training(network, tmp_path):
     # The rest of the API is the NumPy backend's.
     np.testing.assert_allclose(modules["numba"].forward(params["numba"], X), modules["numpy"].forward(params["numpy"], X),
                                rtol=1e-12)
+
+
+def test_wide_products_use_blas_and_narrow_ones_loops():
+    source = symbp.generate("16-24-16-3", "tanh,relu,softmax", "cross_entropy", "mean", backend="numba")
+    kernel = source[source.index("def _steps("):source.index("def init_params(")]
+    assert "np.dot(W1, X, z1)" in kernel and "np.dot(W2.T, delta2, delta1)" in kernel
+    assert "np.dot(delta1, X.T, dW1)" in kernel
+    assert "np.dot(W3" not in kernel and "W3[i, j] -= learning_rate * total" in kernel
 
 
 def test_numba_xor_matches_numpy_over_10000_epochs(tmp_path):

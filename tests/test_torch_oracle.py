@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from networks import ELEMENTWISE, random_network
 
 import symbp
 from symbp.train import module_for
@@ -20,9 +21,6 @@ TORCH_ACTIVATIONS = {
     "z*tanh(log(exp(z) + 1))": lambda z: z * torch.tanh(torch.nn.functional.softplus(z)),
     "atan(z)": torch.atan,
 }
-ELEMENTWISE = ["sigmoid", "tanh", "relu", "leaky_relu(0.2)", "softplus", "identity",
-               "z/(1 + exp(-z))", "z*tanh(log(exp(z) + 1))", "atan(z)"]
-
 CASES = [
     ("4-6-3", "tanh,softmax", "cross_entropy", "mean"),
     ("3-4-3", "z/(1 + exp(-z)),softmax", "half_se", "sum"),
@@ -55,22 +53,6 @@ def torch_loss(params, X, Y, activations, loss, reduction):
     else:
         total = -torch.sum(y * torch.log(a))
     return total / X.shape[1] if reduction == "mean" else total
-
-
-def random_network(seed):
-    """A random network symbp accepts: depth 1–3, widths 1–5, activations, loss, reduction."""
-    rng = np.random.default_rng(seed)
-    depth = int(rng.integers(1, 4))
-    hidden = [str(rng.choice(ELEMENTWISE)) for _ in range(depth - 1)]
-    output = str(rng.choice([*ELEMENTWISE, "softmax", "softmax", "sigmoid"]))
-    widths = [int(w) for w in rng.integers(1, 6, depth + 1)]
-    if output == "softmax":
-        widths[-1] = max(widths[-1], 2)
-        loss = str(rng.choice(["half_se", "bce", "cross_entropy", "cross_entropy"]))
-    else:
-        loss = str(rng.choice(["half_se", "bce"])) if output == "sigmoid" else "half_se"
-    reduction = str(rng.choice(["sum", "mean"]))
-    return "-".join(map(str, widths)), ",".join([*hidden, output]), loss, reduction
 
 
 def targets(rng, loss, rows, samples):
@@ -122,14 +104,18 @@ def test_random_networks_cover_every_activation_and_loss():
     assert {reduction for *_, reduction in networks} == {"sum", "mean"}
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_the_inlined_training_loop_equals_repeated_steps(seed):
-    """train() writes the step out inline for speed; it must be the same step as train_step()."""
-    layers, activation, loss, reduction = random_network(seed)
+IN_PLACE_NETWORKS = [*CASES, *(random_network(seed) for seed in range(30))]
+
+
+@pytest.mark.parametrize("network", IN_PLACE_NETWORKS, ids=lambda n: " ".join(n))
+def test_the_in_place_training_step_equals_train_step(network):
+    """train() runs _step, the derivation lowered to NumPy calls with out=; it must be train_step()."""
+    layers, activation, loss, reduction = network
     module = module_for(symbp.generate(layers, activation, loss, reduction))
+    seed = len(layers) + len(activation)
     rng = np.random.default_rng(seed)
-    X = rng.standard_normal((module.LAYERS[0], 4))
-    Y = targets(rng, loss, module.LAYERS[-1], 4)
+    X = rng.standard_normal((module.LAYERS[0], 6))
+    Y = targets(rng, loss, module.LAYERS[-1], 6)
     looped, stepped = module.init_params(seed), module.init_params(seed)
     logged = module.train(looped, X, Y, epochs=5, learning_rate=0.05, log_every=2)
     losses = []
@@ -138,5 +124,8 @@ def test_the_inlined_training_loop_equals_repeated_steps(seed):
             losses.append(module.loss(stepped, X, Y))
         module.train_step(stepped, X, Y, 0.05)
     assert logged == pytest.approx(losses, rel=1e-12)
-    for name in looped:
+    for name in module.PARAM_NAMES:
         np.testing.assert_allclose(looped[name], stepped[name], rtol=1e-12, atol=1e-14)
+    initial = module.init_params(seed)
+    moved = any(not np.array_equal(looped[name], initial[name]) for name in module.PARAM_NAMES)
+    assert moved or activation.split(",")[-1] == "relu"  # a dead relu output passes no gradient
