@@ -48,10 +48,27 @@ def log_softmax(z: Array) -> Array:
     return shifted - np.log(np.exp(shifted).sum(axis=0, keepdims=True))
 
 
-def init_params(seed: int | None = None) -> Params:
-    """Standard-normal weights and biases, as in the hand-written original."""
+INITS = ("normal", "fan_in")
+
+
+def init_params(seed: int | None = None, init: str = "normal") -> Params:
+    """Random weights and biases.
+
+    ``normal``: standard normal, as in the hand-written original. ``fan_in``: weights with
+    variance 1/(inputs to the unit) and zero biases, so that tanh and sigmoid units start
+    unsaturated on standardized inputs however wide the layer below.
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     rng = np.random.default_rng(seed)
-    return {name: rng.standard_normal(shape) for name, shape in PARAM_SHAPES.items()}
+    params = {name: rng.standard_normal(shape) for name, shape in PARAM_SHAPES.items()}
+    if init == "fan_in":
+        for name, shape in PARAM_SHAPES.items():
+            if name.startswith("W"):
+                params[name] /= np.sqrt(shape[1])
+            else:
+                params[name] = np.zeros(shape)
+    return params
 
 
 def _batch(name: str, value: Array, rows: int, samples: int | None = None) -> Array:
@@ -321,14 +338,24 @@ def train(
     epochs: int,
     learning_rate: float,
     log_every: int = 1000,
+    batch_size: int | None = None,
+    rng: np.random.Generator | int | None = None,
 ) -> list[float]:
-    """Full-batch gradient descent; returns the loss before every ``log_every``-th step.
+    """Gradient descent; returns the loss on all of X before every ``log_every``-th epoch.
 
-    Parameters change in place. Each step is ``_step``, which allocates nothing large.
+    With ``batch_size``, each epoch shuffles the samples (with ``rng``, a Generator or a
+    seed) and takes one step per batch of that many (mini-batch SGD); without, one step
+    on the whole batch. Parameters change in place. Each step is ``_step``, which
+    allocates nothing large.
     """
     X, Y = _checked(params, X, Y)
+    samples = X.shape[1]
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    size = samples if batch_size is None else min(batch_size, samples)
+    generator = np.random.default_rng(rng)
     weights = tuple(params[name] for name in PARAM_NAMES)
-    work = _work(X.shape[1])
+    work = {size: _work(size)}  # and one for a last, shorter batch when there is one
     logged = []
     for epoch in range(epochs):
         if epoch % log_every == 0:
@@ -338,8 +365,38 @@ def train(
                     f"the loss became {current} at epoch {epoch}; lower the learning rate"
                 )
             logged.append(current)
-        _step(weights, X, Y, learning_rate, work)
+        if size == samples:
+            _step(weights, X, Y, learning_rate, work[size])
+            continue
+        order = generator.permutation(samples)
+        for start in range(0, samples, size):
+            batch = order[start : start + size]
+            if len(batch) not in work:
+                work[len(batch)] = _work(len(batch))
+            _step(weights, X[:, batch], Y[:, batch], learning_rate, work[len(batch)])
     return logged
+
+
+def save_params(params: Params, path: str, **extra: Array) -> None:
+    """Write the parameters (and any ``extra`` arrays, such as input scaling) to an .npz file."""
+    _checked(params, np.zeros((LAYERS[0], 1)))
+    clashes = sorted(set(extra) & set(PARAM_NAMES))
+    if clashes:
+        raise ValueError(f"extra arrays may not be named like parameters: {clashes}")
+    np.savez(path, **{name: params[name] for name in PARAM_NAMES}, **extra)
+
+
+def load_params(path: str) -> Params:
+    """The parameters saved by ``save_params`` (or ``symbp train --save``), checked for this network."""
+    with np.load(path) as saved:
+        missing = [name for name in PARAM_NAMES if name not in saved.files]
+        if missing:
+            raise ValueError(
+                f"{path} lacks {', '.join(missing)}: not saved from this network"
+            )
+        params = {name: np.array(saved[name], dtype=np.float64) for name in PARAM_NAMES}
+    _checked(params, np.zeros((LAYERS[0], 1)))
+    return params
 
 
 class Network:

@@ -71,3 +71,61 @@ def success_rate(module: ModuleType, seeds: int, epochs: int = DEFAULT_EPOCHS,
                  learning_rate: float = DEFAULT_LEARNING_RATE) -> int:
     """From how many of the seeds 0 … seeds − 1 training solves XOR."""
     return sum(train_xor(module, epochs, learning_rate, seed, log_every=epochs).solved for seed in range(seeds))
+
+
+@dataclass
+class Fit:
+    """One training run on a data set: the loss curve, the final figures and the parameters."""
+
+    params: dict
+    curve: list[tuple[int, float]]  # (epoch, loss on the training set before that epoch)
+    final_loss: float
+    train_accuracy: float
+    test_accuracy: float
+    seconds: float
+
+
+def fit(module: ModuleType, data, epochs: int, learning_rate: float, batch_size: int | None = None,
+        seed: int = 0, init: str = "normal", log_every: int | None = None, progress=None) -> Fit:
+    """Train ``module`` on ``data`` (a :class:`symbp.datasets.Dataset`) from ``init_params(seed, init)``.
+
+    The loss is recorded at about 200 points for the curve; ``progress(epoch, loss, train
+    accuracy, test accuracy)`` is called about ten times (or every ``log_every`` epochs).
+    """
+    import math
+    import time
+
+    from .datasets import accuracy
+
+    if tuple(module.LAYERS[:1] + module.LAYERS[-1:]) != (data.inputs, data.outputs):
+        raise ValueError(f"{data.name} needs {data.inputs} inputs and {data.outputs} outputs; "
+                         f"this network has layers {'-'.join(map(str, module.LAYERS))}")
+    params = module.init_params(seed, init) if hasattr(module, "INITS") else module.init_params(seed)
+    rng = np.random.default_rng(seed)
+    step = max(1, epochs // 200)
+    report_every = log_every or step * max(1, (epochs // 10) // step)
+    step = math.gcd(step, report_every)
+    curve: list[tuple[int, float]] = []
+    seconds = 0.0
+
+    def accuracies() -> tuple[float, float]:
+        return (accuracy(module.forward(params, data.X_train), data.labels_train),
+                accuracy(module.forward(params, data.X_test), data.labels_test))
+
+    for start in range(0, epochs, step):
+        count = min(step, epochs - start)
+        began = time.perf_counter()
+        [loss] = module.train(params, data.X_train, data.Y_train, count, learning_rate, log_every=count,
+                              batch_size=batch_size, rng=rng)
+        seconds += time.perf_counter() - began
+        curve.append((start, loss))
+        if progress is not None and start % report_every == 0:
+            progress(start, loss, *accuracies())
+    final = float(module.loss(params, data.X_train, data.Y_train))
+    if not np.isfinite(final):
+        raise FloatingPointError(f"the loss became {final} at epoch {epochs}; lower the learning rate")
+    curve.append((epochs, final))
+    train_accuracy, test_accuracy = accuracies()
+    if progress is not None:
+        progress(epochs, final, train_accuracy, test_accuracy)
+    return Fit(params, curve, final, train_accuracy, test_accuracy, seconds)
