@@ -177,7 +177,7 @@ def _train(args: argparse.Namespace) -> int:
     learning_rate = defaults.learning_rate if args.learning_rate is None else args.learning_rate
     batch_size = defaults.batch_size if args.batch_size is None else args.batch_size
     init = args.init or defaults.init
-    counts = (epochs, args.log_every or 1, batch_size or 1, args.seeds or 1)
+    counts = [epochs, *(n for n in (args.log_every, batch_size, args.seeds) if n is not None)]
     if min(counts) < 1 or not learning_rate > 0:
         raise SpecError("--epochs, --log-every, --batch-size and --seeds must be at least 1 "
                         "and --learning-rate above 0")

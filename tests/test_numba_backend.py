@@ -88,3 +88,15 @@ def test_numba_modules_are_lint_clean_and_checkable(tmp_path):
 
     assert run("generate", "--check", *map(str, paths)).returncode == 0
     assert "--backend numba" in paths[0].read_text().splitlines()[2]
+
+
+def test_numba_mini_batches_equal_numpy_mini_batches(tmp_path):
+    modules = both_backends(("4-5-3", "tanh,softmax", "cross_entropy", "mean"), tmp_path)
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((4, 11))
+    Y = np.eye(3)[:, rng.integers(0, 3, 11)]
+    params = {backend: module.init_params(1, "fan_in") for backend, module in modules.items()}
+    logged = {b: modules[b].train(params[b], X, Y, 20, 0.2, log_every=5, batch_size=4, rng=3) for b in params}
+    assert logged["numba"] == pytest.approx(logged["numpy"], rel=1e-12)
+    for name in params["numpy"]:
+        np.testing.assert_allclose(params["numba"][name], params["numpy"][name], rtol=1e-12, atol=1e-13)
