@@ -264,7 +264,7 @@ def train(
     learning_rate: float,
     log_every: int = 1000,
     batch_size: int | None = None,
-    rng: np.random.Generator | int | None = None,
+    rng: "np.random.Generator | int | None" = None,  # quoted: np.random loads lazily
 ) -> list[float]:
     """Gradient descent; returns the loss on all of X before every ``log_every``-th epoch.
 
