@@ -13,6 +13,7 @@ from functools import cache
 import sympy as sp
 from sympy.codegen.numpy_nodes import logaddexp
 
+from .expressions import parse_formula
 from .spec import SpecError
 
 z = sp.Symbol("z", real=True)
@@ -176,8 +177,6 @@ def is_builtin(name: str) -> bool:
 
 def canonical_name(name: str) -> str:
     """A built-in's name as given, or a formula in z as SymPy prints it (checked, never evaluated)."""
-    from .expressions import parse_formula
-
     if is_builtin(name):
         get_activation(name)  # checks a leaky_relu slope
         return name
@@ -187,12 +186,17 @@ def canonical_name(name: str) -> str:
     return sp.sstr(parse_formula(name))
 
 
-@cache
 def get_activation(name: str, index: int = 1) -> Activation:
     """The activation called ``name``: a built-in, ``leaky_relu(0.1)``, or a formula in z.
 
-    ``index`` numbers the formulas of one network (f₁, f₂, …); built-ins ignore it.
+    ``index`` numbers the formulas of one network (f₁, f₂, …); built-ins ignore it, and
+    each activation is derived once per process, however it is asked for.
     """
+    return _activation(name, 1 if is_builtin(name) else index)
+
+
+@cache
+def _activation(name: str, index: int) -> Activation:
     if name in _BUILTINS:
         formula, code_formula, latex_symbol, unicode_symbol = _BUILTINS[name]
         return _build(name, formula, code_formula, latex_symbol, unicode_symbol)
@@ -206,19 +210,20 @@ def get_activation(name: str, index: int = 1) -> Activation:
     return _custom(name, index)
 
 
-def _custom(text: str, index: int) -> Activation:
-    """A formula in z: SymPy differentiates it; code must be printable with NumPy alone."""
-    from .codegen import NumpyCodePrinter
-    from .expressions import parse_formula
+# What generated code can compute: NumPy has each of these, and numba compiles them.
+COMPUTABLE = (sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.sinh, sp.cosh, sp.tanh, sp.atan, sp.asinh, sp.Abs,
+              sp.sign, sp.Heaviside, sp.Max, sp.Min, sp.Piecewise, logaddexp)
 
+
+def _custom(text: str, index: int) -> Activation:
+    """A formula in z: SymPy differentiates it; code must be computable with NumPy alone."""
     formula = parse_formula(text)
     activation = _build(text, formula, formula, f"f_{{{index}}}", f"f{str(index).translate(_SUBSCRIPT)}",
                         code_name=f"custom{index}", custom=True)
     for expr in (activation.formula, activation.derivative_form):
-        try:
-            NumpyCodePrinter().doprint(expr)
-        except (NotImplementedError, TypeError, ValueError) as error:  # a function NumPy lacks
-            raise SpecError(f"bad activation formula {text!r}: NumPy cannot compute {expr} ({error})") from None
+        unknown = sorted({type(f).__name__ for f in expr.atoms(sp.Function) if not isinstance(f, COMPUTABLE)})
+        if unknown:
+            raise SpecError(f"bad activation formula {text!r}: NumPy cannot compute {expr} ({', '.join(unknown)})")
     return activation
 
 

@@ -2,22 +2,55 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
-from .codegen import BACKENDS, GENERATED_MARKER, render_module, write_atomically
-from .derive import Derivation, derive_spec
-from .spec import SpecError, make_spec
+from . import derive as _derive
+from .codegen import BACKENDS, render_module
+from .files import write_generated
+from .latex import render_latex
+from .network import make_spec
+from .spec import SpecError
+from .verify import VerifyReport, verify
+
+
+class Derivation(_derive.Derivation):
+    """A derivation that prints and proves itself: ``.latex()``, ``.markdown()``, ``.verify()``."""
+
+    def latex(self) -> str:
+        """The derivation's equations as LaTeX (``align*`` blocks)."""
+        return render_latex(self)
+
+    def markdown(self) -> str:
+        """The derivation as prose with $$ blocks (GitHub, Jupyter)."""
+        from .document import render_markdown
+
+        return render_markdown(self)
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown()
+
+    def _repr_latex_(self) -> str:
+        return render_latex(self, display=True)
+
+    def verify(self, samples: int = 1) -> VerifyReport:
+        """Prove every gradient formula against direct differentiation (see :mod:`symbp.verify`)."""
+        return verify(self, samples=samples)
 
 
 def derive(layers: str | tuple[int, ...] = "2-2-1", activation: str = "sigmoid", loss: str = "half_se",
-           reduction: str = "sum") -> Derivation:
-    """Derive backpropagation for a network; ``.latex()`` prints it, ``.verify()`` proves it."""
-    return derive_spec(make_spec(layers, activation, loss, reduction))
+           reduction: str = "sum", ops: tuple = ()) -> Derivation:
+    """Derive backpropagation for a network; ``.latex()`` prints it, ``.verify()`` proves it.
+
+    ``ops`` inserts registered ops (:func:`symbp.ops.register`), e.g. ``ops=["scale:1"]``.
+    """
+    derived = _derive.derive_spec(make_spec(layers, activation, loss, reduction, ops))
+    return Derivation(**{f.name: getattr(derived, f.name) for f in fields(derived)})
 
 
 def generate(layers: str | tuple[int, ...] = "2-2-1", activation: str = "sigmoid", loss: str = "half_se",
              reduction: str = "sum", output: str | Path | None = None, force: bool = False,
-             backend: str = "numpy") -> str:
+             backend: str = "numpy", ops: tuple = ()) -> str:
     """The training module's source; written to ``output`` when given.
 
     ``backend="numba"`` adds a training loop that numba compiles (numba is then needed to import it).
@@ -25,26 +58,8 @@ def generate(layers: str | tuple[int, ...] = "2-2-1", activation: str = "sigmoid
     An existing file that symbp did not generate is only replaced with ``force=True``.
     """
     if backend not in BACKENDS:
-        raise SpecError(f"unknown backend {backend!r}: choose numpy or numba")
-    source = render_module(derive(layers, activation, loss, reduction), backend)
+        raise SpecError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    source = render_module(derive(layers, activation, loss, reduction, ops), backend)
     if output is not None:
-        path = Path(output)
-        if path.is_dir():
-            raise SpecError(f"cannot write {str(path)!r}: it is a folder; give a file name such as net.py")
-        if not path.parent.is_dir():
-            raise SpecError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
-        if path.exists() and not force and not _is_generated(path):
-            raise SpecError(f"refusing to overwrite {str(path)!r}: symbp did not generate it (use --force)")
-        try:
-            write_atomically(path, source)
-        except OSError as error:
-            raise SpecError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
+        write_generated(Path(output), source, force)
     return source
-
-
-def _is_generated(path: Path) -> bool:
-    try:
-        head = path.read_text(encoding="utf-8", errors="replace")[:2000]
-    except OSError:
-        return False
-    return GENERATED_MARKER in head

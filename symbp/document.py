@@ -11,11 +11,11 @@ from collections.abc import Callable
 
 import sympy as sp
 
-from . import __version__
-from .codegen import environment
 from .derive import Derivation
 from .latex import Section, align, latex, sections
+from .templating import environment
 from .verify import VerifyReport
+from .version import __version__
 
 FORMATS = ("latex", "markdown", "tex")
 

@@ -25,9 +25,9 @@ import sympy as sp
 from sympy.codegen.numpy_nodes import logaddexp
 
 from .activations import ActivationBase, z
-from .algebra import Elementwise, SampleSum, Softmax, UnitSum, split_name
+from .algebra import PARAM, Elementwise, Equation, SampleSum, Softmax, UnitSum
 from .codegen import _CODE, Statement, fits, short_assignments, statement
-from .derive import Derivation, Equation
+from .derive import Derivation
 
 # SymPy functions whose NumPy ufunc takes out=, by the ufunc's name.
 _UNARY = {sp.exp: "exp", sp.log: "log", sp.tanh: "tanh", sp.sinh: "sinh", sp.cosh: "cosh",
@@ -84,8 +84,7 @@ class StepWriter:
 
     def _equation(self, equation: Equation) -> list[Statement]:
         name = equation.lhs.name
-        base, _ = split_name(name)
-        if base in ("dW", "db"):  # shaped like the parameter, whatever the batch
+        if equation.lhs.of is not None and equation.lhs.of.kind == PARAM:  # shaped like the parameter
             rows, cols = equation.lhs.shape
             self.work.append(WorkArray(name, f"({int(rows)}, {int(cols)})"))
         else:

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
-from .algebra import Elementwise, Partial, SampleSum, Softmax, UnitSum, is_sum, split_name
-from .derive import Derivation, Equation
+from .activations import ActivationBase
+from .algebra import GRADIENT, Elementwise, Entry, Equation, Partial, Quantity, SampleSum, Softmax, UnitSum, is_sum
+from .derive import Derivation
 
-_BASES = {"W": "W", "b": "b", "z": "z", "a": "a", "delta": r"\delta", "s": "s"}
-_NAMES = {"X": "X", "y": "y", "alpha": r"\alpha", "L": "L", "m": "m"}
+_NAMES = {"alpha": r"\alpha", "L": "L", "m": "m"}
 
 
 class BackpropLatexPrinter(LatexPrinter):
@@ -24,22 +24,23 @@ class BackpropLatexPrinter(LatexPrinter):
 
     printmethod = "_symbp_latex"
 
-    def _print_name(self, name: str) -> str:
-        base, layer = split_name(name)
-        if layer is None:
-            return _NAMES.get(base, super()._print_Symbol(sp.Symbol(base)))
-        if base in ("dW", "db", "da"):
-            return rf"\frac{{\partial L}}{{\partial {base[1]}^{{({layer})}}}}"
-        return rf"{_BASES[base]}^{{({layer})}}"
+    def _print_Quantity(self, expr: Quantity) -> str:
+        """W^{(2)}, δ^{(1)} for ∂L/∂z⁽¹⁾, ∂L/∂W^{(2)}, X."""
+        if expr.kind == GRADIENT:
+            of = expr.of
+            if of.base == "z":
+                return rf"\delta^{{({of.layer})}}"
+            return rf"\frac{{\partial L}}{{\partial {self._print(of)}}}"
+        base = super()._print_Symbol(sp.Symbol(expr.base)) if len(expr.base) > 1 else expr.base
+        return f"{base}^{{({expr.layer})}}" if expr.layer else base
 
     def _print_Symbol(self, expr: sp.Symbol, style: str = "plain") -> str:
-        return self._print_name(expr.name)
-
-    def _print_MatrixSymbol(self, expr: sp.MatrixSymbol) -> str:
-        return self._print_name(expr.name)
+        if isinstance(expr, Entry):
+            return self._print_Quantity(expr.quantity)
+        return _NAMES.get(expr.name) or super()._print_Symbol(expr, style)
 
     def _print_IndexedBase(self, expr: sp.IndexedBase) -> str:
-        return self._print_name(str(expr.label))
+        return self._print(expr.label)
 
     def _print_Indexed(self, expr: sp.Indexed) -> str:
         indices = "".join(self._print(index) for index in expr.indices)
@@ -51,7 +52,7 @@ class BackpropLatexPrinter(LatexPrinter):
 
     def _print_Transpose(self, expr: sp.Transpose) -> str:
         inner = self._print(expr.arg)
-        if isinstance(expr.arg, sp.MatrixSymbol) and split_name(expr.arg.name)[1] is None:
+        if isinstance(expr.arg, Quantity) and not expr.arg.layer:
             return f"{inner}^{{T}}"
         return rf"\left({inner}\right)^{{T}}"
 
@@ -95,8 +96,6 @@ class BackpropLatexPrinter(LatexPrinter):
         return rf"{text}^{{{exp}}}" if exp else text
 
     def _print_Derivative(self, expr: sp.Derivative) -> str:
-        from .activations import ActivationBase
-
         if isinstance(expr.expr, ActivationBase) and len(expr.variables) == 1:
             symbol = type(expr.expr).latex_symbol
             return rf"{symbol}'\left({self._print(expr.variables[0])}\right)"
@@ -161,15 +160,14 @@ def sections(d: Derivation) -> list[Section]:
     out.append(Section("forward", "Forward pass", _lines(d.forward)))
     out.append(Section("loss", f"Loss: {d.loss.title}", _lines((d.loss_equation,))))
     for index, rule in enumerate(d.chain_rules):
-        base, layer = split_name(rule.target.den.name)
-        target = latex(rule.target) if base != "z" else rf"{latex(sp.Symbol(f'delta{layer}'))} = {latex(rule.target)}"
+        target = latex(rule.target) if rule.name is None else rf"{latex(rule.name)} = {latex(rule.target)}"
         lines = [rf"{target} &= " + r" \cdot ".join(latex(f.partial) for f in rule.factors)]
         for factor in rule.factors:
             if factor.index_form is not None:
                 lines.append(rf"{latex(factor.index_form.lhs)} &= {latex(factor.index_form.rhs)}")
             first, *rest = (latex(step) for step in (factor.partial, factor.notation, factor.value) if step is not None)
             lines.append(f"{first} &= " + " = ".join(rest))
-        out.append(Section(f"chain:{index}", f"Chain rule for {_plain(rule.target)}", tuple(lines)))
+        out.append(Section(f"chain:{index}", f"Chain rule for {_plain(rule)}", tuple(lines)))
     if d.output_delta.index_steps:
         out.append(Section("softmax", "Softmax output: the error, unit by unit", _softmax_steps(d)))
     out.append(Section("backward", "Backward pass: the errors", _lines(d.backward)))
@@ -183,17 +181,16 @@ def _softmax_steps(d: Derivation) -> tuple[str, ...]:
     """δᵢ = Σⱼ (∂aⱼ/∂zᵢ)(∂L/∂aⱼ), then each form SymPy reached, naming the fact it used."""
     out = d.layers[-1]
     i = sp.Symbol("i", integer=True, positive=True)
-    names = {sp.IndexedBase("a"): sp.IndexedBase(out.a.name), sp.IndexedBase("y"): sp.IndexedBase(d.Y.name)}
-    first, *rest = (latex(step.xreplace(names)) for step in d.output_delta.index_steps)
-    lines = [rf"{latex(sp.IndexedBase(out.delta.name)[i])} &= {first}"] + [f"&= {step}" for step in rest]
+    first, *rest = (latex(step) for step in d.output_delta.index_steps)
+    lines = [rf"{latex(sp.IndexedBase(out.delta)[i])} &= {first}"] + [f"&= {step}" for step in rest]
     if d.output_delta.assumption is not None:
-        lines[-1] += rf" &&\text{{using }} {latex(d.output_delta.assumption.xreplace(names))}"
+        lines[-1] += rf" &&\text{{using }} {latex(d.output_delta.assumption)}"
     return tuple(lines)
 
 
-def _plain(partial: Partial) -> str:
-    base, layer = split_name(partial.den.name)
-    return f"delta({layer}) = dL/dz({layer})" if base == "z" else f"dL/d{base}({layer})"
+def _plain(rule) -> str:
+    den = rule.target.den
+    return f"delta({den.layer}) = dL/dz({den.layer})" if rule.name is not None else f"dL/d{den.base}({den.layer})"
 
 
 def render_latex(d: Derivation, display: bool = False) -> str:

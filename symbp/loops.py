@@ -14,9 +14,9 @@ from __future__ import annotations
 import sympy as sp
 
 from .activations import Activation
-from .algebra import Elementwise, SampleSum, Softmax, UnitSum
+from .algebra import Elementwise, Equation, SampleSum, Softmax, UnitSum
 from .codegen import NumpyCodePrinter, fits, short_assignments, statement
-from .derive import Derivation, Equation, alpha
+from .derive import Derivation, alpha
 
 KERNEL_INDENT = 8  # the kernel's body (4) inside its loop over steps (4)
 # Weight matrices with at least this many entries are multiplied by BLAS (np.dot, which numba
@@ -149,7 +149,7 @@ class LoopWriter:
 
     def gradient_update(self, gradient: Equation) -> list[str]:
         """W ← W − α δ (a)ᵀ or b ← b − α Σ δ, entry by entry."""
-        name = gradient.lhs.name[1:]  # dW2 -> W2
+        name = gradient.lhs.of.name
         value = gradient.computed
         if isinstance(value, SampleSum):
             delta = value.arg.name
@@ -189,7 +189,7 @@ class LoopWriter:
                    for f in dict.fromkeys(d.activations) if f.elementwise]
         # (formula comment, loop lines) for every step, then for every parameter's update
         steps = [(statement(e).formula, self.loop(e)) for e in (*d.forward, *d.backward)]
-        steps += [(statement(by_param[e.lhs.name[1:]]).formula, self.gradient_update(e)) for e in d.gradients]
+        steps += [(statement(by_param[e.lhs.of.name]).formula, self.gradient_update(e)) for e in d.gradients]
         return {"scalars": scalars, "work": work, "steps": steps, "products": self.products}
 
 

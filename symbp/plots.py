@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
+from .files import atomic_path
 from .spec import SpecError
 
 
@@ -42,16 +41,9 @@ def plot_training(path: str | Path, module: ModuleType, fit, data, title: str) -
         _decision_surface(axes[0][1], module, fit.params, data)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    target = Path(path)
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".png")
-    os.close(handle)
     try:
-        figure.savefig(temp, dpi=110, format="png")
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path, suffix=".png") as temp:
+            figure.savefig(temp, dpi=110, format="png")
     finally:
         plt.close(figure)
 

@@ -1,7 +1,8 @@
 """The network as the user wrote it: layer widths, activations, loss, reduction.
 
 Parsing here is plain string work (split, isdigit, table look-up): no user text
-is ever evaluated as Python.
+is ever evaluated as Python. This module imports nothing of symbp; the checked spec is
+built by :func:`symbp.network.make_spec`, which knows the activations.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class NetworkSpec:
     activations: tuple[str, ...]
     loss: str = "half_se"
     reduction: str = "sum"
+    ops: tuple[tuple[str, int], ...] = ()  # registered ops inserted into layers: (name, layer)
 
     @property
     def depth(self) -> int:
@@ -38,6 +40,8 @@ class NetworkSpec:
         text = f"--layers {'-'.join(map(str, self.layers))} --activation {_quote(activation)} --loss {self.loss}"
         if self.reduction != "sum":
             text += f" --reduction {self.reduction}"
+        for name, layer in self.ops:
+            text += f" --op {name}:{layer}"
         return text
 
 
@@ -92,24 +96,6 @@ def _split_top_level_commas(text: str) -> list[str]:
     return parts
 
 
-def make_spec(layers: str | tuple[int, ...], activation: str = "sigmoid", loss: str = "half_se",
-              reduction: str = "sum") -> NetworkSpec:
-    """Build and check a NetworkSpec from the same words the command line takes."""
-    widths = parse_layers(layers) if isinstance(layers, str) else tuple(int(w) for w in layers)
-    if len(widths) < 2 or any(w < 1 for w in widths):
-        raise SpecError(f"bad layers {widths!r}: need at least two positive widths")
-    if loss not in LOSSES:
-        raise SpecError(f"unknown loss {loss!r}: choose one of {', '.join(LOSSES)}")
-    if reduction not in REDUCTIONS:
-        raise SpecError(f"unknown reduction {reduction!r}: choose sum or mean")
-    from .activations import canonical_name  # activations builds on this module
-
-    names = tuple(canonical_name(name) for name in split_activations(activation, len(widths) - 1))
-    spec = NetworkSpec(widths, names, loss, reduction)
-    check_combination(spec)
-    return spec
-
-
 def check_combination(spec: NetworkSpec) -> None:
     """Refuse networks whose pieces do not fit together, naming the piece and the fix."""
     *hidden, output = spec.activations
@@ -123,3 +109,11 @@ def check_combination(spec: NetworkSpec) -> None:
                         "e.g. --activation tanh,softmax")
     if spec.loss == "bce" and output not in ("sigmoid", "softmax"):
         raise SpecError(f"loss bce needs outputs in (0, 1): a sigmoid or softmax output layer, not {output}")
+
+
+def parse_op(text: str) -> tuple[str, int]:
+    """'scale:1' -> ('scale', 1): a registered op and the layer it goes into."""
+    name, _, layer = text.partition(":")
+    if not name or not layer.isdigit() or not layer.isascii():
+        raise SpecError(f"bad --op {text!r}: expected NAME:LAYER, e.g. scale:1")
+    return name, int(layer)

@@ -70,10 +70,9 @@ class VerifyReport:
 def explicit_environment(d: Derivation, samples: int) -> dict[str, sp.Matrix]:
     """A scalar symbol for every entry of every parameter, input and target."""
     env: dict[str, sp.Matrix] = {}
-    for layer in d.layers:
-        for symbol in (layer.W, layer.b):
-            env[symbol.name] = sp.Matrix(symbol.rows, symbol.cols,
-                                         lambda i, j, s=symbol: sp.Symbol(f"{s.name}_{i + 1}{j + 1}", real=True))
+    for symbol in d.params:
+        env[symbol.name] = sp.Matrix(symbol.rows, symbol.cols,
+                                     lambda i, j, s=symbol: sp.Symbol(f"{s.name}_{i + 1}{j + 1}", real=True))
     for symbol in (d.X, d.Y):
         env[symbol.name] = sp.Matrix(symbol.rows, samples,
                                      lambda i, k, s=symbol: sp.Symbol(f"{s.name}_{i + 1}_{k + 1}", real=True))
@@ -238,13 +237,13 @@ def verify(d: Derivation, samples: int = 1, seed: int = 0) -> VerifyReport:
     targets = _targets_summing_to_one(env[d.Y.name]) if d.output_delta.assumption is not None else {}
     rng = random.Random(seed)
     checks = []
-    for layer in d.layers:
-        for param, grad in ((layer.W, layer.dW), (layer.b, layer.db)):
-            for i in range(param.rows):
-                for j in range(param.cols):
-                    direct = sp.diff(total, env[param.name][i, j])
-                    method, ok = _equal(env[grad.name][i, j].subs(targets), direct.subs(targets), rng)
-                    checks.append(EntryCheck(param.name, i + 1, j + 1, method, ok))
+    for param in d.params:
+        grad = d.gradient_of(param)
+        for i in range(param.rows):
+            for j in range(param.cols):
+                direct = sp.diff(total, env[param.name][i, j])
+                method, ok = _equal(env[grad.name][i, j].subs(targets), direct.subs(targets), rng)
+                checks.append(EntryCheck(param.name, i + 1, j + 1, method, ok))
     assumption = "Σᵢ yᵢ = 1 for every sample" if targets else ""
     return VerifyReport(d.spec.options(), samples, tuple(checks), assumption)
 
@@ -256,7 +255,7 @@ def _targets_summing_to_one(Y: sp.Matrix) -> dict[sp.Symbol, sp.Expr]:
 
 def _explicit_loss(d: Derivation, env: dict) -> sp.Expr:
     """L = Σ over samples and output units of ℓ, straight from the loss's formula and the forward pass."""
-    out, target = env[d.layers[-1].a.name], env[d.Y.name]
+    out, target = env[d.output.name], env[d.Y.name]
     total = sum(d.loss.per_unit.subs({losses.a: out[i, k], losses.y: target[i, k]})
                 for i in range(out.rows) for k in range(out.cols))
     return total / out.cols if d.spec.reduction == "mean" else total

@@ -13,7 +13,7 @@ import symbp
 from symbp.algebra import Elementwise
 from symbp.derive import derive_spec
 from symbp.inplace import StepWriter
-from symbp.spec import make_spec
+from symbp.network import make_spec
 from symbp.train import load_module, module_for
 
 a1, z1, y = sp.symbols("a1 z1 y", real=True)

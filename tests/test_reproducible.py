@@ -119,7 +119,7 @@ def venv(tmp_path_factory) -> Path:
 
 
 def test_venv_symbp_is_the_installed_copy_with_its_templates(venv, tmp_path):
-    probe = ("import json, symbp, symbp.codegen as c; "
+    probe = ("import json, symbp, symbp.templating as c; "
              "print(json.dumps([symbp.__file__, str(c.templates_dir())]))")
     result = _venv_run([_venv_executable(venv, "python"), "-c", probe], tmp_path)
     assert result.returncode == 0, result.stderr
@@ -177,7 +177,7 @@ def test_venv_symbp_generate_works_outside_the_source_tree(venv, tmp_path):
 def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
     import os
 
-    from symbp import codegen
+    from symbp import files
 
     target = tmp_path / "net.py"
     target.write_text("old contents\n")
@@ -187,7 +187,7 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        codegen.write_atomically(target, "new contents\n")
+        files.write_atomically(target, "new contents\n")
     assert target.read_text() == "old contents\n"
     assert [path.name for path in tmp_path.iterdir()] == ["net.py"]  # no temporary file left
 

@@ -1,0 +1,514 @@
+"""Ops: the pieces a network is a chain of, each stating its forward map once, in index form.
+
+An op names the quantities it reads (inputs, parameters) and the one it writes, and gives
+its output's entry ``i`` for one sample as a SymPy expression over indexed entries, such as
+zᵢ = Σₖ Wᵢₖ xₖ + bᵢ. Everything else is derived from that:
+
+* the backward map (vector–Jacobian product): ∂L/∂xⱼ = Σᵢ gᵢ ∂yᵢ/∂xⱼ, with ∂yᵢ/∂xⱼ found
+  by ``sympy.diff`` and the sum over i done by SymPy (Kronecker deltas collapse it);
+* the matrix formula, recognised from the index form by :func:`lift`: Σᵢ Wᵢⱼ gᵢ is (W)ᵀg,
+  gₚxq is g xᵀ, an expression in entries at one index is elementwise (⊙), and a parameter
+  shared by all samples gets its gradient summed over them;
+* the chain-rule factor ∂y/∂x the document prints, with the index form SymPy found.
+
+To add an op: subclass :class:`Op`, write ``entry(i)`` with ``self.at(quantity, index)``,
+and register a factory that makes it for a layer (see :func:`register` and the README).
+Derivations of one op kind are cached on a copy with placeholder quantities, so a deep
+network costs no more to derive than a shallow one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import cache
+
+import sympy as sp
+
+from .activations import Activation, ActivationBase
+from .activations import a as act_a
+from .activations import z as act_z
+from .algebra import (
+    GRADIENT,
+    PARAM,
+    TARGET,
+    VALUE,
+    Elementwise,
+    Entry,
+    Equation,
+    Partial,
+    Quantity,
+    SampleSum,
+    Softmax,
+    UnitSum,
+    entries_of,
+    entry,
+)
+from .losses import Loss
+from .losses import a as loss_a
+from .losses import y as loss_y
+
+# Indices: i runs over an op's outputs, j over an input's entries, p and q over a parameter's.
+i, j, k, p, q = sp.symbols("i j k p q", integer=True, positive=True)
+m = sp.Symbol("m", positive=True, integer=True)
+
+
+def _first_piece(*pieces: tuple) -> sp.Expr:
+    return pieces[0][0]
+
+
+def drop_range_guards(expr: sp.Expr) -> sp.Expr:
+    """Indices run over 1 … n by construction, so SymPy's guard ``j ≤ n`` is always true."""
+    return expr.replace(sp.Piecewise, _first_piece)
+
+
+@dataclass(frozen=True)
+class Backward:
+    """∂L/∂x as the document writes it (``notation``: f'(z) as a derivative) and as computed.
+
+    ``before`` lists equations the value needs first (a per-sample sum over the units);
+    ``steps`` how SymPy reached the value in index form, and ``assumption`` a fact it used.
+    """
+
+    notation: sp.Basic
+    value: sp.Basic
+    before: tuple[Equation, ...] = ()
+    steps: tuple[sp.Expr, ...] = ()
+    assumption: sp.Eq | None = None
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One factor of a chain rule: its notation, its value, and the index form SymPy found."""
+
+    partial: Partial
+    value: sp.Basic
+    index_form: Equation | None = None  # ∂yᵢ/∂xⱼ = what SymPy found
+    notation: sp.Basic | None = None  # e.g. σ'(z⁽²⁾), shown between partial and value
+
+
+# -- quantities an op makes ------------------------------------------------------------------
+
+def value(base: str, layer: int | str, rows: int | sp.Expr, name: str | None = None) -> Quantity:
+    """A per-sample value such as z⁽ˡ⁾ or a⁽ˡ⁾: ``rows`` entries for each sample."""
+    return Quantity(name or f"{base}{layer}", rows, 1, VALUE, base, layer)
+
+
+def param(base: str, layer: int | str, rows: int | sp.Expr, cols: int | sp.Expr = 1, role: str = "") -> Quantity:
+    """A parameter such as W⁽ˡ⁾ (role "weight") or b⁽ˡ⁾ ("bias"), shared by all samples."""
+    return Quantity(f"{base}{layer}", rows, cols, PARAM, base, layer, role=role or base)
+
+
+def gradient_name(quantity: Quantity) -> str:
+    """δ⁽ˡ⁾ is ``delta{l}`` for a pre-activation z⁽ˡ⁾; any other ∂L/∂x is ``d{x}``."""
+    return f"delta{quantity.layer}" if quantity.base == "z" else f"d{quantity.name}"
+
+
+def gradient(quantity: Quantity) -> Quantity:
+    """The quantity ∂L/∂quantity, shaped like it."""
+    return Quantity(gradient_name(quantity), quantity.rows, quantity.cols, GRADIENT, quantity.base,
+                    quantity.layer, quantity)
+
+
+# -- recognising matrix formulas in index forms ---------------------------------------------
+
+def _indexed_at(expr: sp.Basic, index: sp.Symbol) -> dict[sp.Indexed, Entry]:
+    """Indexed vector entries x[index] (or a parameter vector's c[index]) → the entry symbol."""
+    out = {}
+    for item in expr.atoms(sp.Indexed):
+        if item.indices == (index,):
+            out[item] = entry(item.base.label)
+    return out
+
+
+def lift(expr: sp.Expr, index: sp.Symbol, rows: int | sp.Expr) -> sp.Basic:
+    """The matrix expression whose entry ``index`` (for each sample) is ``expr``.
+
+    Terms Σₖ Mₖⱼ hₖ become (M)ᵀh and Σₖ Mⱼₖ hₖ become M h; what is left is read entry by
+    entry (:class:`Elementwise`), with gradients kept as matrix operands of ⊙ so that a
+    matrix expression can later stand in for them.
+    """
+    matrix_terms, scalar_terms = [], []
+    for term in sp.Add.make_args(expr):
+        sums = [f for f in sp.Mul.make_args(term) if isinstance(f, sp.Sum)]
+        if not sums:
+            scalar_terms.append(term)
+            continue
+        (total,) = sums
+        rest = term / total
+        matrix_terms.append(_hadamard(_lift_sum(total, index), _elementwise(rest, index, rows)))
+    result = [*matrix_terms]
+    if scalar_terms:
+        result.append(_elementwise(sp.Add(*scalar_terms), index, rows))
+    return result[0] if len(result) == 1 else sp.MatAdd(*result)
+
+
+def _lift_sum(total: sp.Sum, index: sp.Symbol) -> sp.Basic:
+    """Σₖ M[k, index] hₖ → (M)ᵀ h; Σₖ M[index, k] hₖ → M h."""
+    (summed, _low, high), = total.limits
+    matrices = [f for f in sp.Mul.make_args(total.function) if isinstance(f, sp.Indexed) and len(f.indices) == 2]
+    if len(matrices) != 1:
+        raise NotImplementedError(f"no matrix form for {total}")
+    (M,) = matrices
+    h = total.function / M
+    operand = lift(h, summed, high)
+    if M.indices == (summed, index):
+        return sp.MatMul(M.base.label.T, operand)
+    if M.indices == (index, summed):
+        return sp.MatMul(M.base.label, operand)
+    raise NotImplementedError(f"no matrix form for {total}")
+
+
+def _elementwise(expr: sp.Expr, index: sp.Symbol, rows: int | sp.Expr) -> sp.Basic:
+    """Entries at ``index`` read elementwise; a gradient factor stays a matrix operand of ⊙."""
+    scalar = expr.xreplace(_indexed_at(expr, index))
+    if scalar.has(sp.Indexed):
+        raise NotImplementedError(f"no elementwise form for {expr}")
+    if scalar == 1:
+        return sp.Integer(1)
+    factors = sp.Mul.make_args(scalar)
+    operands = [f.quantity for f in factors if isinstance(f, Entry) and f.quantity.kind == GRADIENT]
+    rest = sp.Mul(*(f for f in factors if not (isinstance(f, Entry) and f.quantity.kind == GRADIENT)))
+    if isinstance(rest, Entry) and rest.quantity.rows == rows:
+        operands.append(rest.quantity)  # one quantity alone is itself, not a formula in it
+        rest = sp.Integer(1)
+    return _hadamard(*operands, Elementwise(rest, rows) if rest != 1 else sp.Integer(1))
+
+
+def _hadamard(*operands: sp.Basic) -> sp.Basic:
+    kept = [o for o in operands if o != 1]
+    if not kept:
+        return sp.Integer(1)
+    return kept[0] if len(kept) == 1 else sp.HadamardProduct(*kept)
+
+
+def lift_outer(expr: sp.Expr, rows: int | sp.Expr, cols: int | sp.Expr) -> sp.Basic:
+    """A matrix parameter's gradient entry uₚ·v_q as u vᵀ (the product sums over the samples)."""
+    left, right = [], []
+    for factor in sp.Mul.make_args(expr):
+        indices = {item.indices for item in factor.atoms(sp.Indexed)}
+        if indices == {(p,)}:
+            left.append(factor)
+        elif indices == {(q,)}:
+            right.append(factor)
+        else:
+            raise NotImplementedError(f"no outer-product form for {expr}")
+    return sp.MatMul(lift(sp.Mul(*left), p, rows), lift(sp.Mul(*right), q, cols).T)
+
+
+def lift_jacobian(expr: sp.Expr, output: Quantity) -> sp.Basic:
+    """∂yᵢ/∂xⱼ as the matrix the document shows: W for Wᵢⱼ, diag(a) − a aᵀ for aᵢ([i = j] − aⱼ)."""
+    terms = []
+    for term in sp.Add.make_args(sp.expand(expr)):
+        if term.has(sp.KroneckerDelta):
+            terms.append(sp.DiagMatrix(output))
+        else:
+            coeff, _ = term.as_coeff_Mul()
+            terms.append(coeff * output * output.T)
+    return sp.MatAdd(*terms)
+
+
+# -- ops -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Op:
+    """One piece of the network: ``output = op(inputs; params)``, stated by :meth:`entry`.
+
+    Subclasses give ``entry(i)``, the output's entry i for one sample, written with
+    :meth:`at`. The rest is derived.
+    """
+
+    output: Quantity
+    inputs: tuple[Quantity, ...]
+    params: tuple[Quantity, ...] = ()
+    title: str = ""  # what the document calls this step
+
+    def entry(self, index: sp.Symbol) -> sp.Expr:
+        raise NotImplementedError
+
+    @staticmethod
+    def at(quantity: Quantity, *indices: sp.Expr) -> sp.Indexed:
+        """The entry of a quantity at the given indices (one for a vector, two for a matrix)."""
+        return sp.IndexedBase(quantity)[indices]
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self) -> sp.Basic:
+        """The output as a matrix formula, recognised from the index form."""
+        return lift(self.entry(i), i, self.output.rows)
+
+    # -- backward -------------------------------------------------------------------------
+    def indices(self, wrt: Quantity) -> tuple[sp.Symbol, ...]:
+        """How ``entry`` indexes x: (j) for an input, (p) for a parameter vector, (p, q) for a matrix."""
+        arity = {len(x.indices) for x in self.entry(i).atoms(sp.Indexed) if x.base.label == wrt}
+        if arity == {2}:
+            return (p, q)
+        return (p,) if wrt.kind == PARAM else (j,)
+
+    def partial(self, wrt: Quantity) -> tuple[sp.Expr, tuple[sp.Symbol, ...]]:
+        """∂yᵢ/∂x at x's entry (j, or p and q), by ``sympy.diff`` of the index form."""
+        indices = self.indices(wrt)
+        derivative = sp.diff(self.entry(i), self.at(wrt, *indices))
+        return drop_range_guards(derivative.doit()), indices
+
+    def backward(self, upstream: sp.Basic) -> dict[Quantity, Backward]:
+        """∂L/∂x for each input and parameter x, given ∂L/∂y (a matrix expression)."""
+        generic, names = self.generic()
+        gradients = _backward_template(generic)
+        names = {**names, gradient(generic.output): upstream}
+        out = {}
+        for placeholder, actual in zip((*generic.inputs, *generic.params), (*self.inputs, *self.params)):
+            notation, computed = gradients[placeholder]
+            out[actual] = Backward(notation.xreplace(names), computed.xreplace(names))
+        return out
+
+    def computed(self, expr: sp.Basic) -> sp.Basic:
+        """The value of a backward formula: derivatives written as the code evaluates them."""
+        return expr
+
+    def generic(self) -> tuple[Op, dict]:
+        """This op with placeholder quantities of symbolic size, and the map back."""
+        return _generic(self)
+
+    def factor(self, wrt: Quantity) -> Factor:
+        """∂y/∂x as one factor of a chain rule, with the index form it came from."""
+        derivative, indices = self.partial(wrt)
+        index_form = Equation(Partial(self.at(self.output, i), self.at(wrt, *indices)), derivative)
+        diagonal = derivative.coeff(sp.KroneckerDelta(i, j)) if indices == (j,) else 0
+        if diagonal != 0 and not diagonal.has(j):  # ∂yᵢ/∂xⱼ = [i = j] eᵢ: the elementwise factor e
+            return Factor(Partial(self.output, wrt), lift(diagonal, i, self.output.rows), index_form)
+        return Factor(Partial(self.output, wrt), lift_jacobian(derivative, self.output), index_form)
+
+
+def _generic(op: Op) -> tuple[Op, dict]:
+    """Placeholders share a size symbol exactly where the sizes are equal, so shapes still match;
+    sizes stay symbolic (a sum over 1 … n with n = 1 would otherwise be done by SymPy)."""
+    quantities = (op.output, *op.inputs, *op.params)
+    sizes: dict = {}
+
+    def size(value: sp.Expr) -> sp.Symbol:
+        return sizes.setdefault(value, sp.Symbol(f"n{len(sizes)}", integer=True, positive=True))
+
+    matrices = {x.base.label for x in op.entry(i).atoms(sp.Indexed) if len(x.indices) == 2}
+    placeholders = [Quantity(f"_{n}", size(qty.rows), size(qty.cols) if qty in matrices else qty.cols,
+                             qty.kind, qty.base, "", None, qty.role) for n, qty in enumerate(quantities)]
+    names: dict = {symbol: value for value, symbol in sizes.items()}
+    for placeholder, actual in zip(placeholders, quantities):
+        names[placeholder] = actual
+        names[entry(placeholder)] = entry(actual)
+        names[sp.IndexedBase(placeholder)] = sp.IndexedBase(actual)
+    names[gradient(placeholders[0])] = gradient(op.output)
+    generic = replace(op, output=placeholders[0], inputs=tuple(placeholders[1:1 + len(op.inputs)]),
+                      params=tuple(placeholders[1 + len(op.inputs):]))
+    return generic, names
+
+
+@cache
+def _backward_template(op: Op) -> dict[Quantity, tuple[sp.Basic, sp.Basic]]:
+    """∂L/∂x for every input and parameter of a placeholder op, ∂L/∂y being the placeholder G."""
+    upstream = gradient(op.output)
+    g_i = sp.IndexedBase(upstream)[i]
+    out = {}
+    for wrt in (*op.inputs, *op.params):
+        derivative, indices = op.partial(wrt)
+        total = drop_range_guards(sp.Sum(g_i * derivative, (i, 1, op.output.rows)).doit())
+        if len(indices) == 2:
+            notation = lift_outer(total, wrt.rows, wrt.cols)
+        elif wrt.kind == PARAM:
+            notation = SampleSum(lift(total, p, wrt.rows))
+        else:
+            notation = lift(total, j, wrt.rows)
+        out[wrt] = (notation, op.computed(notation))
+    return out
+
+
+@dataclass(frozen=True)
+class Affine(Op):
+    """z = W x + b: zᵢ = Σₖ Wᵢₖ xₖ + bᵢ."""
+
+    def entry(self, index: sp.Symbol) -> sp.Expr:
+        (x,), (W, b) = self.inputs, self.params
+        return sp.Sum(self.at(W, index, k) * self.at(x, k), (k, 1, x.rows)) + self.at(b, index)
+
+    def forward(self) -> sp.Basic:
+        (x,), (W, b) = self.inputs, self.params
+        return sp.MatAdd(sp.MatMul(W, x), b)  # the order the document writes, W x + b
+
+    def factor(self, wrt: Quantity) -> Factor:
+        """∂z/∂W read as xᵀ (row p of the gradient is unit p's error times xᵀ), ∂z/∂x as W."""
+        (x,), (W, _b) = self.inputs, self.params
+        derivative, indices = self.partial(wrt)
+        if wrt == W:
+            derivative = sp.simplify(derivative)
+        index_form = Equation(Partial(self.at(self.output, i), self.at(wrt, *indices)), derivative)
+        return Factor(Partial(self.output, wrt), x.T if wrt == W else W, index_form)
+
+
+@dataclass(frozen=True)
+class Activate(Op):
+    """a = f(z), one unit at a time: aᵢ = f(zᵢ). Without an activation, f is any function."""
+
+    activation: Activation | None = None
+
+    @property
+    def function(self) -> type[ActivationBase]:
+        return ActivationBase if self.activation is None else self.activation.function
+
+    def entry(self, index: sp.Symbol) -> sp.Expr:
+        return self.function(self.at(self.inputs[0], index))
+
+    def computed(self, expr: sp.Basic) -> sp.Basic:
+        """f'(z) as the code evaluates it: in the output a where SymPy found that form."""
+        f = self.activation
+        if f is None:
+            return expr
+        out = entry(self.output)
+
+        def evaluate(derivative: sp.Derivative) -> sp.Expr:
+            return f.derivative_form.subs({act_a: out, act_z: derivative.variables[0]})
+
+        return expr.replace(lambda e: isinstance(e, sp.Derivative) and isinstance(e.expr, f.function), evaluate)
+
+    def factor(self, wrt: Quantity) -> Factor:
+        notation = Elementwise(sp.Derivative(self.function(entry(wrt)), entry(wrt)), self.output.rows)
+        return Factor(Partial(self.output, wrt), self.computed(notation), None, notation)
+
+
+@dataclass(frozen=True)
+class SoftmaxOp(Op):
+    """a = softmax(z), per sample: aⱼ = exp(zⱼ)/Σₖ exp(zₖ). Every output depends on every input.
+
+    Its Jacobian ∂aⱼ/∂zᵢ = aⱼ([i = j] − aᵢ) is SymPy's (see :mod:`symbp.activations`). The
+    backward map sums over the units, so ∂L/∂a is put in, entry by entry, before SymPy sums:
+    with cross-entropy that is what lets the sum cancel to a − y.
+    """
+
+    activation: Activation | None = None
+
+    def entry(self, index: sp.Symbol) -> sp.Expr:
+        z = self.inputs[0]
+        return sp.exp(self.at(z, index)) / sp.Sum(sp.exp(self.at(z, k)), (k, 1, z.rows))
+
+    def forward(self) -> sp.Basic:
+        return Softmax(self.inputs[0])  # computed shifted by the column's maximum
+
+    def jacobian(self) -> sp.Expr:
+        """∂aⱼ/∂zᵢ in the output a, with this op's quantities."""
+        if self.activation is None:
+            raise ValueError("a softmax op needs the softmax activation")
+        return self.activation.derivative_in_output.xreplace({sp.IndexedBase("a"): sp.IndexedBase(self.output)})
+
+    def factor(self, wrt: Quantity) -> Factor:
+        a_j, z_i = self.at(self.output, j), self.at(wrt, i)
+        return Factor(Partial(self.output, wrt), lift_jacobian(self.jacobian(), self.output),
+                      Equation(Partial(a_j, z_i), self.jacobian()))
+
+    def backward(self, upstream: sp.Basic) -> dict[Quantity, Backward]:
+        """δᵢ = Σⱼ (∂aⱼ/∂zᵢ) ∂L/∂aⱼ, summed by SymPy; a sum left over becomes one number per sample.
+
+        When that sum is Σⱼ yⱼ, targets that are one-hot (or probabilities) make it 1.
+        """
+        z, out = self.inputs[0], self.output
+        notation = sp.MatMul(lift_jacobian(self.jacobian(), out), upstream)
+        if not isinstance(upstream, Elementwise):  # only an entry-wise ∂L/∂a can be summed in index form
+            return {z: Backward(notation, notation)}
+        n = sp.Symbol("n", integer=True, positive=True)
+        g_j = upstream.expr.xreplace({e: sp.IndexedBase(e.quantity)[j] for e in entries_of(upstream.expr)})
+        jacobian = self.jacobian()
+        summed = sp.Sum(jacobian * g_j, (j, 1, n))
+        collected = sp.Integer(0)
+        for term in sp.Add.make_args(sp.expand(jacobian)):
+            outside, inside = term.as_independent(j, as_Add=False)
+            body = sp.factor(sp.cancel(inside * g_j))
+            total = drop_range_guards(sp.Sum(body, (j, 1, n)).doit())
+            collected += outside * total.replace(sp.Sum, _pull_out)
+        targets = [e.quantity for e in entries_of(upstream.expr) if e.quantity.kind == TARGET]
+        assumption = sp.Eq(sp.Sum(sp.IndexedBase(targets[0])[j], (j, 1, n)), 1) if targets else None
+        one_hot = collected.subs(assumption.lhs, assumption.rhs) if assumption is not None else collected
+        sums = sorted(one_hot.atoms(sp.Sum), key=sp.default_sort_key)
+        names = {total: value("s", out.layer, 1, f"s{out.layer}" if len(sums) == 1 else f"s{out.layer}_{n_}")
+                 for n_, total in enumerate(sums, start=1)}
+        delta_i = sp.factor_terms(one_hot.xreplace({total: entry(name) for total, name in names.items()}))
+        shown = delta_i.xreplace({entry(name): total for total, name in names.items()})
+        steps = (summed, collected) + ((shown,) if one_hot != collected else ())
+
+        def entries(expr: sp.Expr) -> sp.Expr:
+            return expr.xreplace({x: entry(x.base.label) for x in expr.atoms(sp.Indexed)})
+
+        before = tuple(Equation(name, UnitSum(Elementwise(entries(total.function), out.rows)))
+                       for total, name in names.items())
+        value_ = Elementwise(entries(delta_i), out.rows)
+        return {z: Backward(notation, value_, before, steps, assumption if one_hot != collected else None)}
+
+
+def _pull_out(body: sp.Expr, limits: sp.Tuple) -> sp.Expr:
+    """Σⱼ c·bⱼ = c·Σⱼ bⱼ for c free of j."""
+    outside, inside = body.as_independent(limits[0], as_Add=False)
+    return outside * sp.Sum(inside, limits)
+
+
+@dataclass(frozen=True)
+class LossOp(Op):
+    """L = Σᵢ ℓ(aᵢ, yᵢ), divided by m for ``mean``; inputs are (a, y)."""
+
+    loss: Loss | None = None
+    reduction: str = "sum"
+
+    def entry(self, index: sp.Symbol, units: sp.Expr | None = None) -> sp.Expr:
+        a, y = self.inputs
+        term = self.loss.per_unit.subs({loss_a: self.at(a, k), loss_y: self.at(y, k)})
+        total = sp.Sum(term, (k, 1, a.rows if units is None else units))
+        return total / m if self.reduction == "mean" else total
+
+    def definition(self) -> sp.Expr:
+        """L as the document writes it: without the index when there is one output unit."""
+        a, y = self.inputs
+        if a.rows == 1:
+            total = self.loss.per_unit.subs({loss_a: entry(a), loss_y: entry(y)})
+        else:
+            term = self.loss.per_unit.subs({loss_a: self.at(a, i), loss_y: self.at(y, i)})
+            total = sp.Sum(term, (i, 1, a.rows))
+        return total / m if self.reduction == "mean" else total
+
+    def gradient(self) -> sp.Basic:
+        """∂L/∂a: ``sympy.diff`` of the index form, summed by SymPy, factored (then divided by m for mean)."""
+        a = self.inputs[0]
+        units = sp.Symbol("n", integer=True, positive=True)  # symbolic, so SymPy keeps the sum's index
+        total = replace(self, reduction="sum").entry(i, units)
+        derivative = drop_range_guards(sp.diff(total, self.at(a, j)).doit())
+        scalar = sp.factor(derivative.xreplace(_indexed_at(derivative, j)))
+        return Elementwise(scalar / m if self.reduction == "mean" else scalar, a.rows)
+
+    def factor(self, wrt: Quantity) -> Factor:
+        return Factor(Partial(sp.Symbol("L"), wrt), self.gradient())
+
+
+# -- registry of ops a network may insert ------------------------------------------------------
+
+AFTER_AFFINE, AFTER_ACTIVATION = "after_affine", "after_activation"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """How to make a registered op for a layer: ``make(x, layer) -> Op`` and where it goes."""
+
+    name: str
+    make: Callable[[Quantity, int], Op]
+    where: str = AFTER_AFFINE
+    init: dict[str, str] = field(default_factory=dict)  # parameter role → "ones" or "zeros" under fan_in
+
+
+REGISTRY: dict[str, Registration] = {}
+
+
+def register(name: str, make: Callable[[Quantity, int], Op], where: str = AFTER_AFFINE,
+             init: dict[str, str] | None = None) -> Registration:
+    """Make ``--op NAME:LAYER`` (and ``ops=[(NAME, LAYER)]``) insert ``make(x, layer)`` into layer ``layer``.
+
+    ``where`` is AFTER_AFFINE (between z⁽ˡ⁾ and the activation) or AFTER_ACTIVATION.
+    ``init`` says how each parameter role starts under ``init="fan_in"`` ("ones" or "zeros").
+    """
+    if where not in (AFTER_AFFINE, AFTER_ACTIVATION):
+        raise ValueError(f"where must be {AFTER_AFFINE!r} or {AFTER_ACTIVATION!r}")
+    registration = Registration(name, make, where, dict(init or {}))
+    REGISTRY[name] = registration
+    return registration
