@@ -24,16 +24,20 @@ PARAM_SHAPES = {
     "W3": (10, 16),
     "b3": (10, 1),
 }
+# How each parameter starts with init="fan_in".
+FAN_IN = {
+    "W1": "weight",
+    "b1": "zeros",
+    "W2": "weight",
+    "b2": "zeros",
+    "W3": "weight",
+    "b3": "zeros",
+}
 
 
 def relu(z: Array) -> Array:
-    """relu(z) = Max(0, z)."""
+    """relu(z) = max(0, z)."""
     return np.maximum(0, z)
-
-
-def tanh(z: Array) -> Array:
-    """tanh(z)."""
-    return np.tanh(z)
 
 
 def softmax(z: Array) -> Array:
@@ -64,10 +68,10 @@ def init_params(seed: int | None = None, init: str = "normal") -> Params:
     params = {name: rng.standard_normal(shape) for name, shape in PARAM_SHAPES.items()}
     if init == "fan_in":
         for name, shape in PARAM_SHAPES.items():
-            if name.startswith("W"):
+            if FAN_IN[name] == "weight":
                 params[name] /= np.sqrt(shape[1])
             else:
-                params[name] = np.zeros(shape)
+                params[name] = np.full(shape, 1.0 if FAN_IN[name] == "ones" else 0.0)
     return params
 
 
@@ -144,13 +148,13 @@ def _loss(params: Params, X: Array, Y: Array) -> float:
     """L on checked inputs."""
     cache = _forward_pass(params, X)
     z3 = cache["z3"]
-    # L = Σ_i=1…10 (-log(a⁽³⁾[i])·y[i])/m
+    # L = Σ_i=1…10 (−log(a⁽³⁾[i])·y[i])/m
     total = float(np.sum(-(Y * log_softmax(z3))))
     return total / X.shape[1]
 
 
 def loss(params: Params, X: Array, Y: Array) -> float:
-    """L = Σ_i=1…10 (-log(a⁽³⁾[i])·y[i])/m, averaged over the samples."""
+    """L = Σ_i=1…10 (−log(a⁽³⁾[i])·y[i])/m, averaged over the samples."""
     return _loss(params, *_checked(params, X, Y))
 
 
@@ -163,7 +167,7 @@ def _gradients(params: Params, X: Array, Y: Array) -> Params:
     a2 = cache["a2"]
     a3 = cache["a3"]
     m = X.shape[1]
-    # δ⁽³⁾ = (diag(a⁽³⁾) − a⁽³⁾ (a⁽³⁾)ᵀ) (-y/(a⁽³⁾·m)) = (a⁽³⁾ - y)/m
+    # δ⁽³⁾ = (diag(a⁽³⁾) − a⁽³⁾ (a⁽³⁾)ᵀ) (−y/(a⁽³⁾·m)) = (a⁽³⁾ − y)/m, using Σⱼ yⱼ = 1
     delta3 = (a3 - Y) / m
     # δ⁽²⁾ = (W⁽³⁾)ᵀ δ⁽³⁾ ⊙ tanh'(z⁽²⁾)
     delta2 = np.dot(W3.T, delta3) * (1 - a2**2)
@@ -226,15 +230,15 @@ def _work(m: int) -> tuple[Array, ...]:
         np.empty((10, m)),  # a3
         np.empty((10, m)),  # delta3
         np.empty((16, m)),  # delta2
-        np.empty((16, m)),  # delta2_t1
         np.empty((32, m)),  # delta1
-        np.empty((32, m)),  # delta1_t1
         np.empty((10, 16)),  # dW3
         np.empty((10, 1)),  # db3
         np.empty((16, 32)),  # dW2
         np.empty((16, 1)),  # db2
         np.empty((32, 64)),  # dW1
         np.empty((32, 1)),  # db1
+        np.empty((16, m)),  # delta2_t1
+        np.empty((32, m)),  # delta1_t1
     )
 
 
@@ -259,15 +263,15 @@ def _step(
         a3,
         delta3,
         delta2,
-        delta2_t1,
         delta1,
-        delta1_t1,
         dW3,
         db3,
         dW2,
         db2,
         dW1,
         db1,
+        delta2_t1,
+        delta1_t1,
     ) = work
     m = X.shape[1]
     # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
@@ -287,7 +291,7 @@ def _step(
     np.subtract(z3, z3.max(axis=0, keepdims=True), out=a3)
     np.exp(a3, out=a3)
     a3 /= a3.sum(axis=0, keepdims=True)
-    # δ⁽³⁾ = (diag(a⁽³⁾) − a⁽³⁾ (a⁽³⁾)ᵀ) (-y/(a⁽³⁾·m)) = (a⁽³⁾ - y)/m
+    # δ⁽³⁾ = (diag(a⁽³⁾) − a⁽³⁾ (a⁽³⁾)ᵀ) (−y/(a⁽³⁾·m)) = (a⁽³⁾ − y)/m
     np.subtract(a3, Y, out=delta3)
     delta3 /= m
     # δ⁽²⁾ = (W⁽³⁾)ᵀ δ⁽³⁾ ⊙ tanh'(z⁽²⁾)

@@ -22,11 +22,13 @@ PARAM_SHAPES = {
     "W2": (10, 128),
     "b2": (10, 1),
 }
-
-
-def tanh(z: Array) -> Array:
-    """tanh(z)."""
-    return np.tanh(z)
+# How each parameter starts with init="fan_in".
+FAN_IN = {
+    "W1": "weight",
+    "b1": "zeros",
+    "W2": "weight",
+    "b2": "zeros",
+}
 
 
 def softmax(z: Array) -> Array:
@@ -57,10 +59,10 @@ def init_params(seed: int | None = None, init: str = "normal") -> Params:
     params = {name: rng.standard_normal(shape) for name, shape in PARAM_SHAPES.items()}
     if init == "fan_in":
         for name, shape in PARAM_SHAPES.items():
-            if name.startswith("W"):
+            if FAN_IN[name] == "weight":
                 params[name] /= np.sqrt(shape[1])
             else:
-                params[name] = np.zeros(shape)
+                params[name] = np.full(shape, 1.0 if FAN_IN[name] == "ones" else 0.0)
     return params
 
 
@@ -131,13 +133,13 @@ def _loss(params: Params, X: Array, Y: Array) -> float:
     """L on checked inputs."""
     cache = _forward_pass(params, X)
     z2 = cache["z2"]
-    # L = Σ_i=1…10 (-log(a⁽²⁾[i])·y[i])/m
+    # L = Σ_i=1…10 (−log(a⁽²⁾[i])·y[i])/m
     total = float(np.sum(-(Y * log_softmax(z2))))
     return total / X.shape[1]
 
 
 def loss(params: Params, X: Array, Y: Array) -> float:
-    """L = Σ_i=1…10 (-log(a⁽²⁾[i])·y[i])/m, averaged over the samples."""
+    """L = Σ_i=1…10 (−log(a⁽²⁾[i])·y[i])/m, averaged over the samples."""
     return _loss(params, *_checked(params, X, Y))
 
 
@@ -148,7 +150,7 @@ def _gradients(params: Params, X: Array, Y: Array) -> Params:
     a1 = cache["a1"]
     a2 = cache["a2"]
     m = X.shape[1]
-    # δ⁽²⁾ = (diag(a⁽²⁾) − a⁽²⁾ (a⁽²⁾)ᵀ) (-y/(a⁽²⁾·m)) = (a⁽²⁾ - y)/m
+    # δ⁽²⁾ = (diag(a⁽²⁾) − a⁽²⁾ (a⁽²⁾)ᵀ) (−y/(a⁽²⁾·m)) = (a⁽²⁾ − y)/m, using Σⱼ yⱼ = 1
     delta2 = (a2 - Y) / m
     # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ tanh'(z⁽¹⁾)
     delta1 = np.dot(W2.T, delta2) * (1 - a1**2)
@@ -199,11 +201,11 @@ def _work(m: int) -> tuple[Array, ...]:
         np.empty((10, m)),  # a2
         np.empty((10, m)),  # delta2
         np.empty((128, m)),  # delta1
-        np.empty((128, m)),  # delta1_t1
         np.empty((10, 128)),  # dW2
         np.empty((10, 1)),  # db2
         np.empty((128, 64)),  # dW1
         np.empty((128, 1)),  # db1
+        np.empty((128, m)),  # delta1_t1
     )
 
 
@@ -219,7 +221,7 @@ def _step(
     The same step as ``train_step``, written one NumPy call per line with ``out=``.
     """
     W1, b1, W2, b2 = params
-    z1, a1, z2, a2, delta2, delta1, delta1_t1, dW2, db2, dW1, db1 = work
+    z1, a1, z2, a2, delta2, delta1, dW2, db2, dW1, db1, delta1_t1 = work
     m = X.shape[1]
     # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
     np.dot(W1, X, out=z1)
@@ -233,7 +235,7 @@ def _step(
     np.subtract(z2, z2.max(axis=0, keepdims=True), out=a2)
     np.exp(a2, out=a2)
     a2 /= a2.sum(axis=0, keepdims=True)
-    # δ⁽²⁾ = (diag(a⁽²⁾) − a⁽²⁾ (a⁽²⁾)ᵀ) (-y/(a⁽²⁾·m)) = (a⁽²⁾ - y)/m
+    # δ⁽²⁾ = (diag(a⁽²⁾) − a⁽²⁾ (a⁽²⁾)ᵀ) (−y/(a⁽²⁾·m)) = (a⁽²⁾ − y)/m
     np.subtract(a2, Y, out=delta2)
     delta2 /= m
     # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ tanh'(z⁽¹⁾)

@@ -22,10 +22,17 @@ PARAM_SHAPES = {
     "W2": (1, 2),
     "b2": (1, 1),
 }
+# How each parameter starts with init="fan_in".
+FAN_IN = {
+    "W1": "weight",
+    "b1": "zeros",
+    "W2": "weight",
+    "b2": "zeros",
+}
 
 
 def sigmoid(z: Array) -> Array:
-    """σ(z) = 1/(1 + exp(-z)), in a form that cannot overflow."""
+    """σ(z) = 1/(1 + exp(−z)), in a form that cannot overflow."""
     return np.exp(-np.logaddexp(0.0, -z))
 
 
@@ -45,10 +52,10 @@ def init_params(seed: int | None = None, init: str = "normal") -> Params:
     params = {name: rng.standard_normal(shape) for name, shape in PARAM_SHAPES.items()}
     if init == "fan_in":
         for name, shape in PARAM_SHAPES.items():
-            if name.startswith("W"):
+            if FAN_IN[name] == "weight":
                 params[name] /= np.sqrt(shape[1])
             else:
-                params[name] = np.zeros(shape)
+                params[name] = np.full(shape, 1.0 if FAN_IN[name] == "ones" else 0.0)
     return params
 
 
@@ -119,13 +126,13 @@ def _loss(params: Params, X: Array, Y: Array) -> float:
     """L on checked inputs."""
     cache = _forward_pass(params, X)
     a2 = cache["a2"]
-    # L = (a⁽²⁾ - y)²/2
+    # L = (a⁽²⁾ − y)²/2
     total = float(np.sum((a2 - Y) ** 2 / 2))
     return total
 
 
 def loss(params: Params, X: Array, Y: Array) -> float:
-    """L = (a⁽²⁾ - y)²/2, summed over the samples."""
+    """L = (a⁽²⁾ − y)²/2, summed over the samples."""
     return _loss(params, *_checked(params, X, Y))
 
 
@@ -135,7 +142,7 @@ def _gradients(params: Params, X: Array, Y: Array) -> Params:
     cache = _forward_pass(params, X)
     a1 = cache["a1"]
     a2 = cache["a2"]
-    # δ⁽²⁾ = (a⁽²⁾ - y) ⊙ σ'(z⁽²⁾)
+    # δ⁽²⁾ = (a⁽²⁾ − y) ⊙ σ'(z⁽²⁾)
     delta2 = (a2 - Y) * (a2 * (1 - a2))
     # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ σ'(z⁽¹⁾)
     delta1 = np.dot(W2.T, delta2) * (a1 * (1 - a1))
@@ -185,13 +192,13 @@ def _work(m: int) -> tuple[Array, ...]:
         np.empty((1, m)),  # z2
         np.empty((1, m)),  # a2
         np.empty((1, m)),  # delta2
-        np.empty((1, m)),  # delta2_t1
         np.empty((2, m)),  # delta1
-        np.empty((2, m)),  # delta1_t1
         np.empty((1, 2)),  # dW2
         np.empty((1, 1)),  # db2
         np.empty((2, 2)),  # dW1
         np.empty((2, 1)),  # db1
+        np.empty((1, m)),  # delta2_t1
+        np.empty((2, m)),  # delta1_t1
     )
 
 
@@ -207,7 +214,7 @@ def _step(
     The same step as ``train_step``, written one NumPy call per line with ``out=``.
     """
     W1, b1, W2, b2 = params
-    z1, a1, z2, a2, delta2, delta2_t1, delta1, delta1_t1, dW2, db2, dW1, db1 = work
+    z1, a1, z2, a2, delta2, delta1, dW2, db2, dW1, db1, delta2_t1, delta1_t1 = work
     # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
     np.dot(W1, X, out=z1)
     z1 += b1
@@ -224,10 +231,10 @@ def _step(
     np.logaddexp(0.0, a2, out=a2)
     np.negative(a2, out=a2)
     np.exp(a2, out=a2)
-    # δ⁽²⁾ = (a⁽²⁾ - y) ⊙ σ'(z⁽²⁾)
-    np.subtract(a2, Y, out=delta2)
-    np.subtract(1.0, a2, out=delta2_t1)
-    delta2_t1 *= a2
+    # δ⁽²⁾ = (a⁽²⁾ − y) ⊙ σ'(z⁽²⁾)
+    np.subtract(1.0, a2, out=delta2)
+    delta2 *= a2
+    np.subtract(a2, Y, out=delta2_t1)
     delta2 *= delta2_t1
     # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ σ'(z⁽¹⁾)
     np.dot(W2.T, delta2, out=delta1)

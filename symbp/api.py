@@ -6,11 +6,10 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import derive as _derive
-from .codegen import BACKENDS, render_module
 from .files import write_generated
 from .latex import render_latex
 from .network import make_spec
-from .spec import SpecError
+from .render import render_module
 from .verify import VerifyReport, verify
 
 
@@ -57,8 +56,6 @@ def generate(layers: str | tuple[int, ...] = "2-2-1", activation: str = "sigmoid
 
     An existing file that symbp did not generate is only replaced with ``force=True``.
     """
-    if backend not in BACKENDS:
-        raise SpecError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     source = render_module(derive(layers, activation, loss, reduction, ops), backend)
     if output is not None:
         write_generated(Path(output), source, force)

@@ -16,10 +16,10 @@ import numpy as np
 
 from .activations import activation_names
 from .api import derive, generate
-from .codegen import BACKENDS
 from .datasets import DATASETS
 from .document import FORMATS
 from .files import GENERATED_MARKER, atomic_path, writable, write_atomically
+from .render import BACKENDS
 from .spec import LOSSES, REDUCTIONS, SpecError
 from .train import (
     DEFAULT_SEED,

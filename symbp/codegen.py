@@ -7,7 +7,7 @@ the templates only arrange the printed statements.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
@@ -17,7 +17,8 @@ from sympy.printing.str import StrPrinter
 from .activations import LogSoftmax
 from .algebra import GRADIENT, TARGET, Elementwise, Entry, Equation, Quantity, SampleSum, Softmax, UnitSum, is_sum
 from .derive import Derivation, alpha, m
-from .templating import environment
+from .ops import fan_in_start
+from .program import Program
 from .version import __version__
 
 _CODE_NAMES = {"y": "Y", "alpha": "learning_rate"}
@@ -131,7 +132,16 @@ def _sup(layer: str) -> str:
 
 
 class FormulaCommentPrinter(StrPrinter):
-    """Plain-text formulas for comments: W⁽²⁾, δ⁽¹⁾, (W⁽²⁾)ᵀ, ⊙, σ'(z⁽²⁾), ∂L/∂W⁽¹⁾."""
+    """Plain-text formulas for comments: W⁽²⁾, δ⁽¹⁾, (W⁽²⁾)ᵀ, ⊙, σ'(z⁽²⁾), ∂L/∂W⁽¹⁾, with − for minus."""
+
+    def doprint(self, expr: sp.Basic) -> str:
+        return super().doprint(expr).replace("-", "−")
+
+    def _print_Max(self, expr: sp.Max) -> str:
+        return f"max({', '.join(self._print(arg) for arg in expr.args)})"
+
+    def _print_Min(self, expr: sp.Min) -> str:
+        return f"min({', '.join(self._print(arg) for arg in expr.args)})"
 
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         if isinstance(expr, Entry):
@@ -213,6 +223,32 @@ def _needs_brackets(arg: sp.Basic) -> bool:
 
 _CODE = NumpyCodePrinter()
 _COMMENT = FormulaCommentPrinter()
+
+
+class UnsupportedOperation(NotImplementedError):
+    """An operation (or a node inside one) that a backend has no way to print."""
+
+
+class OperationPrinter:
+    """Prints a program's operations, one ``_print_<Operation>`` method per operation class.
+
+    Each method returns the lines of code for its operation. An operation without a method
+    is an error naming the operation and the backend, never a silent fallback.
+    """
+
+    backend = "?"
+
+    def operation(self, op: object) -> list[str]:
+        method = getattr(self, f"_print_{type(op).__name__}", None)
+        if method is None:
+            raise UnsupportedOperation(f"the {self.backend} backend cannot print the operation {type(op).__name__}")
+        return method(op)
+
+    def step(self, step) -> list[Statement]:
+        """Every line of one step, headed by the formula of the equation it implements."""
+        first, *rest = (line for op in step.operations for line in self.operation(op))
+        return [Statement("", first, statement(step.equation).formula, ""),
+                *(Statement("", line, "", "") for line in rest)]
 
 
 @dataclass(frozen=True)
@@ -326,32 +362,37 @@ def _names_in(expressions: list[sp.Basic]) -> set[str]:
     return names
 
 
-def module_context(d: Derivation) -> dict:
-    """Everything the module template needs, printed; nothing here derives."""
-    out = d.layers[-1]
-    backward_values = [e.computed for e in (*d.backward, *d.gradients)]
+def module_context(program: Program) -> dict:
+    """Everything the module template needs, printed from the program; nothing here derives.
+
+    The allocating functions (forward, loss, gradients, train_step) print each step whole,
+    from the equation it implements: one readable line per formula.
+    """
+    d = program.derivation
+    backward_values = [s.equation.computed for s in (*program.backward, *program.gradients)]
     used = _names_in(backward_values)
-    produced = {e.lhs.name for e in (*d.backward, *d.gradients)}
-    cached = [layer_sym.name for layer in d.layers for layer_sym in (layer.z, layer.a)
-              if layer_sym.name in used and layer_sym.name not in produced]
-    weights = [layer.W.name for layer in d.layers if layer.W.name in used]
+    produced = {s.target.name for s in (*program.backward, *program.gradients)}
+    forward_names = [s.target.name for s in program.forward]
+    cached = [name for name in forward_names if name in used and name not in produced]
+    weights = [p.name for p in d.params if p.name in used]
 
     loss_code, loss_lines = _CODE.doprint(d.loss_code), []
     if not fits("total", f"float(np.sum({loss_code}))"):
         loss_code, loss_lines = "terms", short_assignments("terms", d.loss_code)
-    loss_inputs = sorted(_names_in([d.loss_code]) & {out.a.name, out.z.name})
+    loss_inputs = sorted(_names_in([d.loss_code]) & set(forward_names))
     f_out = d.activations[-1]
-    param_updates = NumpyCodePrinter({f"d{p.name}": f'grads["{p.name}"]' for p in d.params})
-    activations = []
-    for f in dict.fromkeys(d.activations):
-        if not f.elementwise:
-            continue
+    param_updates = NumpyCodePrinter({d.gradient_of(p).name: f'grads["{p.name}"]' for p in d.params})
+    helpers = []
+    for function in program.functions:
+        if hasattr(_CODE, f"_print_{function.name}"):
+            continue  # NumPy has it (np.tanh): the code calls NumPy, not a helper
+        f = function.activation
         applied, formula = f"{f.function.unicode_symbol}(z)", _COMMENT.doprint(f.formula)
-        activations.append({
-            "name": f.function.code_name,
+        helpers.append({
+            "name": function.name,
             "formula": applied if formula == applied else f"{applied} = {formula}",
-            "lines": short_assignments("value", f.code_formula),
-            "same_as_formula": f.code_formula == f.formula,
+            "lines": short_assignments("value", function.code_form),
+            "same_as_formula": function.code_form == f.formula,
         })
     return {
         "version": __version__,
@@ -362,11 +403,12 @@ def module_context(d: Derivation) -> dict:
         "param_names_literal": _tuple(tuple(p.name for p in d.params), "PARAM_NAMES"),
         "loss": d.spec.loss,
         "reduction": d.spec.reduction,
-        "params": [{"name": p.name, "shape": (int(p.rows), int(p.cols))} for p in d.params],
-        "activations": activations,
-        "forward": [statement(e) for e in d.forward],
-        "output": out.a.name,
-        "output_formula": _COMMENT.doprint(out.a),
+        "params": [{"name": p.name, "shape": (int(p.rows), int(p.cols)), "fan_in": fan_in_start(p.role)}
+                   for p in d.params],
+        "activations": helpers,
+        "forward": [statement(s.equation) for s in program.forward],
+        "output": d.output.name,
+        "output_formula": _COMMENT.doprint(d.output),
         "cached": cached,
         "weights": weights,
         "uses_m": m.name in used,
@@ -376,33 +418,16 @@ def module_context(d: Derivation) -> dict:
         "softmax": None if f_out.elementwise else f"softmax(z)ⱼ = {_COMMENT.doprint(f_out.formula)}",
         "log_softmax": d.loss_code.has(LogSoftmax),
         "loss_formula": f"L = {_COMMENT.doprint(d.loss_equation.rhs)}",
-        "backward": [line for e in d.backward for line in statements(e)],
-        "gradients": [line for e in d.gradients for line in statements(e)],
-        "updates": [statement(e, param_updates) for e in d.updates],
-        "inline_updates": [statement(e) for e in d.updates],
+        "backward": [line for s in program.backward for line in _with_assumption(d, s.target.name, statements(s.equation))],
+        "gradients": [line for s in program.gradients for line in statements(s.equation)],
+        "updates": [statement(s.equation, param_updates) for s in program.updates],
         "learning_rate": _CODE.doprint(alpha),
     }
 
 
-BACKENDS = ("numpy", "numba")
-
-
-def render_module(d: Derivation, backend: str = "numpy") -> str:
-    """The generated module's source: NumPy only, or with a training loop numba compiles."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: choose numpy or numba")
-    context = module_context(d)
-    if backend == "numpy":
-        from .inplace import StepWriter
-
-        writer = StepWriter(d)
-        context["step"] = writer.step()
-        context["work"] = writer.work
-        context["unpack_params"] = unpack([p.name for p in d.params], "params")
-        context["unpack_work"] = unpack([w.name for w in writer.work], "work")
-    if backend == "numba":
-        from .loops import LoopWriter
-
-        context["options"] += " --backend numba"
-        context["kernel"] = LoopWriter(d).kernel_context()
-    return environment().get_template(f"{backend}_module.py.j2").render(**context)
+def _with_assumption(d: Derivation, target: str, lines: list[Statement]) -> list[Statement]:
+    """δ⁽ᴸ⁾'s comment names the fact SymPy used to simplify it (Σⱼ yⱼ = 1), as the derivation does."""
+    if d.output_delta.assumption is None or target != d.layers[-1].delta.name:
+        return lines
+    first, *rest = lines
+    return [replace(first, formula=f"{first.formula}, using Σⱼ yⱼ = 1"), *rest]

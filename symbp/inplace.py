@@ -1,116 +1,112 @@
-"""The training step as NumPy calls that write into arrays made once.
+"""The training step as NumPy calls that write into arrays made once: a printer of the program.
 
 ``z1 = np.dot(W1, X) + b1`` allocates a fresh (units × m) array for the product and
 another for the sum. On wide layers, getting that memory from the system every step
-costs more than the arithmetic (about twice the time of the product itself on
-64-128-10 with 1,797 samples). So ``train`` runs a step in which every statement of the
-derivation is lowered, node by node, into ufunc calls with ``out=``:
+costs more than the arithmetic. So ``train`` runs a step printed from the lowered
+program (:mod:`symbp.program`) with ``out=`` everywhere: the program's buffers become work
+arrays made once per batch size, and each operation becomes one call per line:
 
-* the values the derivation names (z, a, δ, ∂L/∂W, ∂L/∂b) live in work arrays made
-  once per batch size;
-* a statement's intermediate results live in its own scratch arrays, ``delta1_t1`` …;
-* an elementwise formula's shared subexpressions are computed once (``sympy.cse``);
-* activations are written out from their code form, so σ(z) is four ufunc calls into
-  a⁽ˡ⁾ rather than a helper that allocates.
+* ``Gemm`` → ``np.dot(W1, X, out=z1)``; ``AddBias`` → ``z1 += b1``;
+* ``Apply`` → the elementwise formula (code forms put in, shared subexpressions in their
+  scratch arrays, as the program decided) written as ufunc calls into its array;
+* ``SampleTotal``/``UnitTotal`` → ``.sum(..., out=)``; ``ColumnSoftmax``; ``Descend`` scales
+  the gradient's own array in place and subtracts it.
 
-One call per line, each statement headed by its formula, as Tangent writes derivatives.
-A node this module does not know is assigned whole (``out[...] = …``): correct, slower.
+A node inside a formula that has no ufunc is an error naming it, never a silent
+whole-array assignment.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import sympy as sp
 from sympy.codegen.numpy_nodes import logaddexp
 
-from .activations import ActivationBase, z
-from .algebra import PARAM, Elementwise, Equation, SampleSum, Softmax, UnitSum
-from .codegen import _CODE, Statement, fits, short_assignments, statement
-from .derive import Derivation
+from .algebra import Entry
+from .codegen import _CODE, OperationPrinter, UnsupportedOperation
+from .program import (
+    AddBias,
+    Apply,
+    Buffer,
+    ColumnSoftmax,
+    Descend,
+    Gemm,
+    Program,
+    SampleTotal,
+    UnitTotal,
+)
 
 # SymPy functions whose NumPy ufunc takes out=, by the ufunc's name.
 _UNARY = {sp.exp: "exp", sp.log: "log", sp.tanh: "tanh", sp.sinh: "sinh", sp.cosh: "cosh",
           sp.sin: "sin", sp.cos: "cos", sp.tan: "tan", sp.atan: "arctan", sp.asinh: "arcsinh",
-          sp.Abs: "absolute"}
+          sp.Abs: "absolute", sp.sign: "sign"}
 _BINARY = {logaddexp: "logaddexp", sp.Max: "maximum", sp.Min: "minimum"}
 
 
-@dataclass(frozen=True)
-class WorkArray:
-    """One array a step writes into: its name and its shape as code (``(2, m)``)."""
-
-    name: str
-    shape: str
-
-
 def _is_leaf(expr: sp.Basic) -> bool:
-    """A value a ufunc can take as it is: a name, a number, or a transposed name."""
-    if isinstance(expr, sp.Transpose):
-        return _is_leaf(expr.arg)
-    return isinstance(expr, (sp.Symbol, sp.MatrixSymbol, sp.Number, sp.NumberSymbol))
+    """A value a ufunc can take as it is: a name or a number."""
+    return isinstance(expr, (sp.Symbol, sp.Number, sp.NumberSymbol))
 
 
-class StepWriter:
-    """Lowers a derivation's forward pass, backward pass, gradients and updates to in-place code.
+class InPlacePrinter(OperationPrinter):
+    """Prints each operation of a program as NumPy calls with ``out=``.
 
-    Methods ``_into_<Node>(expr, out)`` return the lines that leave expr's value in the
-    array named ``out``; they are found along the node's class hierarchy, as SymPy's
-    printers find ``_print_<Node>``.
+    Inside an elementwise formula, ``_into_<Node>(expr, out)`` returns the lines that leave
+    expr's value in the array named ``out``, found along the node's class hierarchy as
+    SymPy's printers find ``_print_<Node>``.
     """
 
-    def __init__(self, d: Derivation) -> None:
-        self.d = d
-        self.rows: dict[str, int] = {d.X.name: int(d.X.rows), "y": int(d.Y.rows), d.Y.name: int(d.Y.rows)}
-        for equation in (*d.forward, *d.backward):
-            lhs = equation.lhs  # a matrix, or a Symbol for one number per sample (Σ over units)
-            self.rows[lhs.name] = int(lhs.rows) if isinstance(lhs, sp.MatrixSymbol) else 1
-        self.code_forms = {f.function: f.code_formula for f in d.activations if f.elementwise}
-        self.work: list[WorkArray] = []
+    backend = "numpy (in place)"
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
         self._owner = ""
-        self._scratch = 0
 
-    # -- the step ---------------------------------------------------------------------
+    # -- operations ----------------------------------------------------------------------------
+    def _print_Gemm(self, op: Gemm) -> list[str]:
+        left = op.left.name + (".T" if op.left_transposed else "")
+        right = op.right.name + (".T" if op.right_transposed else "")
+        return [f"np.dot({left}, {right}, out={op.out.name})"]
 
-    def step(self) -> list[Statement]:
-        """Every line of one training step, with each equation's formula on its first line."""
-        d = self.d
-        lines = []
-        for equation in (*d.forward, *d.backward, *d.gradients):
-            lines += self._equation(equation)
-        for update in d.updates:
-            lines += self._update(update)
-        return lines
+    def _print_AddBias(self, op: AddBias) -> list[str]:
+        return [f"{op.out.name} += {op.bias.name}"]
 
-    def _equation(self, equation: Equation) -> list[Statement]:
-        name = equation.lhs.name
-        if equation.lhs.of is not None and equation.lhs.of.kind == PARAM:  # shaped like the parameter
-            rows, cols = equation.lhs.shape
-            self.work.append(WorkArray(name, f"({int(rows)}, {int(cols)})"))
-        else:
-            self.work.append(WorkArray(name, f"({self.rows[name]}, m)"))
-        self._owner, self._scratch = name, 0
-        return self._headed(statement(equation).formula, self.into(equation.computed, name))
+    def _print_Apply(self, op: Apply) -> list[str]:
+        self._owner = op.out.name
+        lines: list[str] = []
+        for scratch, value in op.shared:
+            lines += self.into(value, scratch)
+        reads_out = [s for s in op.code.free_symbols if isinstance(s, Entry) and s.quantity.name == op.out.name]
+        if not reads_out:
+            return lines + self.into(op.code, op.out)
+        (itself,) = reads_out
+        rest = op.code / itself
+        if isinstance(op.code, sp.Mul) and not rest.has(itself):  # out ⊙ (…): scale out in place
+            return lines + [f"{op.out.name} *= {self.operand(rest, lines)}"]
+        scratch = self.operand(op.code, lines)  # computed apart, as it reads what it overwrites
+        return lines + [f"np.copyto({op.out.name}, {scratch})"]
 
-    def _update(self, update: Equation) -> list[Statement]:
+    def _print_SampleTotal(self, op: SampleTotal) -> list[str]:
+        return [f"{op.source.name}.sum(axis=1, keepdims=True, out={op.out.name})"]
+
+    def _print_UnitTotal(self, op: UnitTotal) -> list[str]:
+        return [f"{op.source.name}.sum(axis=0, keepdims=True, out={op.out.name})"]
+
+    def _print_ColumnSoftmax(self, op: ColumnSoftmax) -> list[str]:
+        out, z = op.out.name, op.source.name
+        return [
+            f"np.subtract({z}, {z}.max(axis=0, keepdims=True), out={out})",
+            f"np.exp({out}, out={out})",
+            f"{out} /= {out}.sum(axis=0, keepdims=True)",
+        ]
+
+    def _print_Descend(self, op: Descend) -> list[str]:
         """θ ← θ − α ∂L/∂θ: the gradient's own array is scaled in place, as nothing reads it later."""
-        formula = statement(update).formula
-        coeff, matrices = update.rhs.as_coeff_matrices() if isinstance(update.rhs, sp.MatMul) else (1, [])
-        gradient = matrices[0].name if len(matrices) == 1 and isinstance(matrices[0], sp.MatrixSymbol) else None
-        target = _CODE.doprint(update.lhs)
-        if gradient is None or gradient not in {w.name for w in self.work}:
-            return self._headed(formula, [f"{target} -= {_CODE.doprint(update.rhs)}"])
-        return self._headed(formula, [f"{gradient} *= {self.leaf(coeff)}", f"{target} -= {gradient}"])
+        return [f"{op.gradient.name} *= {_CODE.doprint(op.rate)}", f"{op.param.name} -= {op.gradient.name}"]
 
-    @staticmethod
-    def _headed(formula: str, lines: list[str]) -> list[Statement]:
-        first, *rest = lines
-        return [Statement("", first, formula, ""), *(Statement("", line, "", "") for line in rest)]
-
-    # -- dispatch and helpers ---------------------------------------------------------------
-
-    def into(self, expr: sp.Basic, out: str) -> list[str]:
+    # -- elementwise formulas -----------------------------------------------------------------
+    def into(self, expr: sp.Basic, out: Buffer | str) -> list[str]:
         """Lines that leave ``expr``'s value in the array ``out``."""
+        out = out if isinstance(out, str) else out.name
         if _is_leaf(expr):
             return [f"np.copyto({out}, {self.leaf(expr)})"]
         for cls in type(expr).__mro__:
@@ -120,15 +116,7 @@ class StepWriter:
                 if lines is not None:
                     return lines
                 break
-        return self._whole(expr, out)
-
-    def _whole(self, expr: sp.Basic, out: str) -> list[str]:
-        """The fallback: the expression as NumPy evaluates it, copied into out."""
-        lines = [f"{name} = {code}" for name, code in short_assignments(f"{out}_value", expr)]
-        last_name, last_code = lines[-1].split(" = ", 1)
-        if fits(f"{out}[...]", last_code):
-            return [*lines[:-1], f"{out}[...] = {last_code}"]
-        return [*lines, f"{out}[...] = {last_name}"]
+        raise UnsupportedOperation(f"the {self.backend} backend has no ufunc for {type(expr).__name__} ({expr})")
 
     def leaf(self, expr: sp.Basic) -> str:
         """A name or a number as a ufunc argument; numbers as floats, which NumPy need not convert."""
@@ -140,17 +128,13 @@ class StepWriter:
         """expr as a ufunc argument: itself when a leaf, else computed into a new scratch array."""
         if _is_leaf(expr):
             return self.leaf(expr)
-        self._scratch += 1
-        name = f"{self._owner}_t{self._scratch}"
-        self.work.append(WorkArray(name, f"({self.rows_of(expr)}, m)"))
-        lines += self.into(expr, name)
-        return name
+        scratch = self.program.scratch(f"{self._owner}_t", self.rows_of(expr))
+        lines += self.into(expr, scratch)
+        return scratch.name
 
     def rows_of(self, expr: sp.Basic) -> int:
-        """The rows of a per-sample value: its matrix shape, or the widest array in its formula."""
-        if isinstance(expr, sp.MatrixExpr):
-            return int(expr.shape[0])
-        widths = [self.rows[s.name] for s in expr.free_symbols if s.name in self.rows]
+        """The rows of a per-sample value: the widest array its formula reads."""
+        widths = [self.program.buffers[s.quantity.name].rows for s in expr.free_symbols if isinstance(s, Entry)]
         return max(widths, default=1)
 
     def _head(self, args: list[sp.Basic], out: str, combine: str) -> tuple[list[str], list[sp.Basic]]:
@@ -167,60 +151,6 @@ class StepWriter:
             return [f"np.copyto({out}, {self.leaf(args[0])})"], []
         first, second, *rest = args
         return [f"np.{combine}({self.leaf(first)}, {self.leaf(second)}, out={out})"], rest
-
-    # -- matrix nodes ------------------------------------------------------------------
-
-    def _into_MatAdd(self, expr: sp.MatAdd, out: str) -> list[str]:
-        lines, rest = self._head(list(expr.args), out, "add")
-        for term in rest:
-            lines.append(f"{out} += {self.operand(term, lines)}")
-        return lines
-
-    def _into_MatMul(self, expr: sp.MatMul, out: str) -> list[str] | None:
-        coeff, matrices = expr.as_coeff_matrices()
-        if len(matrices) != 2 or not all(_is_leaf(arg) for arg in matrices):
-            return None
-        left, right = (self.leaf(arg) for arg in matrices)
-        lines = [f"np.dot({left}, {right}, out={out})"]
-        if coeff != 1:
-            lines.append(f"{out} *= {self.leaf(coeff)}")
-        return lines
-
-    def _into_HadamardProduct(self, expr: sp.HadamardProduct, out: str) -> list[str]:
-        lines, rest = self._head(list(expr.args), out, "multiply")
-        for factor in rest:
-            lines.append(f"{out} *= {self.operand(factor, lines)}")
-        return lines
-
-    def _into_Elementwise(self, expr: Elementwise, out: str) -> list[str]:
-        formula = expr.expr.replace(lambda e: isinstance(e, ActivationBase) and type(e) in self.code_forms,
-                                    lambda e: self.code_forms[type(e)].subs(z, e.args[0]))
-        shared, (reduced,) = sp.cse(formula, symbols=sp.numbered_symbols(f"{out}_s", real=True))
-        lines = []
-        for name, value in shared:
-            self.rows[name.name] = self.rows_of(value)
-            self.work.append(WorkArray(name.name, f"({self.rows[name.name]}, m)"))
-            lines += self.into(value, name.name)
-        return lines + self.into(reduced, out)
-
-    def _into_SampleSum(self, expr: SampleSum, out: str) -> list[str]:
-        lines: list[str] = []
-        return lines + [f"{self.operand(expr.arg, lines)}.sum(axis=1, keepdims=True, out={out})"]
-
-    def _into_UnitSum(self, expr: UnitSum, out: str) -> list[str]:
-        lines: list[str] = []
-        return lines + [f"{self.operand(expr.arg, lines)}.sum(axis=0, keepdims=True, out={out})"]
-
-    def _into_Softmax(self, expr: Softmax, out: str) -> list[str]:
-        lines: list[str] = []
-        arg = self.operand(expr.arg, lines)
-        return lines + [
-            f"np.subtract({arg}, {arg}.max(axis=0, keepdims=True), out={out})",
-            f"np.exp({out}, out={out})",
-            f"{out} /= {out}.sum(axis=0, keepdims=True)",
-        ]
-
-    # -- scalar nodes (entries of an elementwise formula) -------------------------------------
 
     def _into_Add(self, expr: sp.Add, out: str) -> list[str]:
         added = [t for t in expr.args if not t.could_extract_minus_sign()]
@@ -249,7 +179,7 @@ class StepWriter:
         if not numerator:
             numerator, coeff = [coeff], sp.Integer(1)
         if coeff == 1 and len(numerator) == 1 and _is_leaf(numerator[0]) and denominator:  # x / (…)
-            lines = []
+            lines: list[str] = []
             below = self.operand(denominator.pop(0), lines)
             lines.append(f"np.divide({self.leaf(numerator[0])}, {below}, out={out})")
             rest = []
@@ -296,16 +226,24 @@ class StepWriter:
         if type(expr) in _BINARY and len(expr.args) == 2:
             left, right = expr.args
             lines: list[str] = []
+            ufunc = _BINARY[type(expr)]
             if not _is_leaf(right):  # the computed operand goes into out; the other may need scratch
                 lines += self.into(right, out)
-                return lines + [f"np.{_BINARY[type(expr)]}({self.operand(left, lines)}, {out}, out={out})"]
+                return lines + [f"np.{ufunc}({self.operand(left, lines)}, {out}, out={out})"]
             if not _is_leaf(left):
                 lines += self.into(left, out)
-                return lines + [f"np.{_BINARY[type(expr)]}({out}, {self.leaf(right)}, out={out})"]
-            return [f"np.{_BINARY[type(expr)]}({self.leaf(left)}, {self.leaf(right)}, out={out})"]
+                return lines + [f"np.{ufunc}({out}, {self.leaf(right)}, out={out})"]
+            return [f"np.{ufunc}({self.leaf(left)}, {self.leaf(right)}, out={out})"]
         return None
 
     def _into_Heaviside(self, expr: sp.Heaviside, out: str) -> list[str]:
         at_zero = float(expr.args[1]) if len(expr.args) > 1 else 0.5
         lines: list[str] = []
         return lines + [f"np.heaviside({self.operand(expr.args[0], lines)}, {at_zero!r}, out={out})"]
+
+    def _into_Piecewise(self, expr: sp.Piecewise, out: str) -> list[str]:
+        """(value if condition else otherwise): otherwise into out, then value copied where the condition holds."""
+        (value, condition), (otherwise, _) = expr.args
+        lines = self.into(otherwise, out)
+        source = self.operand(value, lines)
+        return lines + [f"np.copyto({out}, {source}, where={_CODE.doprint(condition)})"]

@@ -1,196 +1,44 @@
-"""The derivation as explicit loops, for the numba backend.
+"""The training step as loops numba compiles: a printer of the program.
 
-numba compiles loops over array entries into machine code; written this way a training step
-allocates nothing and makes no Python calls, which is what makes small networks fast. Each
-equation of the derivation becomes the loops its matrix form stands for — ``W @ a + b``,
-``δ (a)ᵀ``, ``(W)ᵀ δ ⊙ f'(z)``, ``Σ`` over samples or units, softmax per column — with the
-scalar formulas printed by :class:`symbp.codegen.NumpyCodePrinter` with every vector name
-indexed. Weight and bias gradients are applied as they are computed (the updates come after
-the whole backward pass, so no later formula reads a weight that has moved).
+numba compiles loops over array entries into machine code; written this way a training
+step allocates nothing and makes no Python calls, which is what makes small networks fast.
+Each operation of the lowered program (:mod:`symbp.program`) becomes the loops it stands
+for, samples k innermost (rows of C arrays are contiguous):
+
+* ``Gemm``: loops, or ``np.dot`` with an output array (SciPy's BLAS) when the matrix that
+  is not per-sample has at least ``BLAS_MIN_ENTRIES`` entries;
+* ``Apply``: one pass over units i and samples k, the scalar formula printed with every
+  buffer indexed by its shape (``a1[i, k]``, a per-sample sum ``s2[0, k]``, a parameter
+  vector ``c1[i, 0]``) and activations calling their compiled twins;
+* ``SampleTotal``, ``UnitTotal``, ``ColumnSoftmax``, ``AddBias``, ``Descend``: their loops.
 """
 
 from __future__ import annotations
 
+import re
+
 import sympy as sp
 
 from .activations import Activation
-from .algebra import Elementwise, Equation, SampleSum, Softmax, UnitSum
-from .codegen import NumpyCodePrinter, fits, short_assignments, statement
-from .derive import Derivation, alpha
+from .algebra import Entry
+from .codegen import NumpyCodePrinter, OperationPrinter, UnsupportedOperation, fits, short_assignments, statement
+from .program import (
+    AddBias,
+    Apply,
+    Buffer,
+    ColumnSoftmax,
+    Descend,
+    Gemm,
+    Program,
+    SampleTotal,
+    UnitTotal,
+)
 
 KERNEL_INDENT = 8  # the kernel's body (4) inside its loop over steps (4)
-# Weight matrices with at least this many entries are multiplied by BLAS (np.dot, which numba
-# hands to SciPy's BLAS) instead of loops: on 64-128-10 loops were 5 times slower than NumPy,
-# while on 2-2-1 a BLAS call per product costs more than the product.
+# Matrices with at least this many entries are multiplied by BLAS (np.dot, which numba hands
+# to SciPy's BLAS) instead of loops: on 64-128-10 loops were 5 times slower than NumPy, while
+# on 2-2-1 a BLAS call per product costs more than the product.
 BLAS_MIN_ENTRIES = 256
-
-
-class LoopWriter:
-    """Writes one derivation's forward and backward pass as loops over units i, j and samples k."""
-
-    def __init__(self, d: Derivation) -> None:
-        self.d = d
-        self.rows = {d.X.name: int(d.X.rows), d.Y.name: int(d.Y.rows)}
-        for layer in d.layers:
-            for symbol in (layer.z, layer.a, layer.delta, layer.b):
-                self.rows[symbol.name] = int(symbol.rows)
-            self.rows[layer.W.name] = int(layer.W.rows)
-        self.cols = {layer.W.name: int(layer.W.cols) for layer in d.layers}
-        self.sample_rows = {e.lhs.name for e in d.backward if isinstance(e.computed, UnitSum)}
-        self.products: list[tuple[str, str]] = []  # (gradient, shape) arrays BLAS writes into
-
-    def wide(self, W: str) -> bool:
-        """Whether products with this weight matrix go to BLAS."""
-        return self.rows[W] * self.cols[W] >= BLAS_MIN_ENTRIES
-
-    # -- scalar formulas with every vector name indexed ---------------------------------------
-    def scalar(self, expr: sp.Expr) -> str:
-        names = {}
-        for symbol in expr.free_symbols:
-            if symbol.name in self.sample_rows:
-                names[symbol.name] = f"{symbol.name}[0, k]"
-            elif symbol.name in self.rows:
-                code = "Y" if symbol.name == self.d.Y.name else symbol.name
-                names[symbol.name] = f"{code}[i, k]"
-        return _JitPrinter(names).doprint(expr)
-
-    def assign(self, target: str, expr: sp.Expr, indent: int, op: str = "=") -> list[str]:
-        """target op expr, split into short statements when the line would be long."""
-        code = self.scalar(expr)
-        if fits(target, code, indent):
-            return [f"{target} {op} {code}"]
-        names = {s.name: sp.Symbol(f"{s.name}_ik") for s in sorted(expr.free_symbols, key=str)
-                 if s.name in self.rows or s.name in self.sample_rows}
-        pieces = short_assignments("t", expr.xreplace({sp.Symbol(k): v for k, v in names.items()}), indent,
-                                   _JitPrinter())
-        loads = [f"{v.name} = {self.scalar(sp.Symbol(k))}" for k, v in names.items()]
-        *temps, (_, last) = pieces
-        return [*loads, *(f"{name} = {value}" for name, value in temps), f"{target} {op} {last}"]
-
-    # -- one equation -------------------------------------------------------------------------
-    def loop(self, equation: Equation) -> list[str]:
-        target, value = equation.lhs.name, equation.computed
-        rows = self.rows.get(target, 1)
-        if isinstance(value, sp.MatAdd):  # z = W @ a + b, samples innermost: rows of C arrays are contiguous
-            (W, previous), bias = _product_and_bias(value)
-            if self.wide(W):
-                return [
-                    f"np.dot({W}, {_code(previous)}, {target})",
-                    f"for i in range({rows}):",
-                    f"    shift = {bias}[i, 0]",
-                    "    for k in range(m):",
-                    f"        {target}[i, k] += shift",
-                ]
-            return [
-                f"for i in range({rows}):",
-                "    for k in range(m):",
-                f"        {target}[i, k] = {bias}[i, 0]",
-                f"    for j in range({self.cols[W]}):",
-                f"        weight = {W}[i, j]",
-                "        for k in range(m):",
-                f"            {target}[i, k] += weight * {_code(previous)}[j, k]",
-            ]
-        if isinstance(value, Softmax):
-            z = value.arg.name
-            return [
-                "for k in range(m):",
-                f"    top = {z}[0, k]",
-                f"    for i in range(1, {rows}):",
-                f"        top = max(top, {z}[i, k])",
-                "    total = 0.0",
-                f"    for i in range({rows}):",
-                f"        {target}[i, k] = np.exp({z}[i, k] - top)",
-                f"        total += {target}[i, k]",
-                f"    for i in range({rows}):",
-                f"        {target}[i, k] /= total",
-            ]
-        if isinstance(value, UnitSum):
-            inner = value.arg.expr
-            return [
-                "for k in range(m):",
-                "    total = 0.0",
-                f"    for i in range({self.rows[_vector_of(inner, self.rows)]}):",
-                *(f"        {line}" for line in self.assign("total", inner, KERNEL_INDENT + 8, "+=")),
-                f"    {target}[0, k] = total",
-            ]
-        if isinstance(value, Elementwise) or _all_elementwise(value):
-            expr = value.expr if isinstance(value, Elementwise) else sp.Mul(*(arg.expr for arg in value.args))
-            return [
-                f"for i in range({rows}):",
-                "    for k in range(m):",
-                *(f"        {line}" for line in self.assign(f"{target}[i, k]", expr, KERNEL_INDENT + 8)),
-            ]
-        if isinstance(value, sp.HadamardProduct):  # δ = (W)ᵀ δ_above ⊙ f'(z)
-            propagated, slope = value.args
-            W, above = propagated.args[0].arg.name, propagated.args[1].name
-            if self.wide(W):
-                return [
-                    f"np.dot({W}.T, {above}, {target})",
-                    f"for i in range({rows}):",
-                    "    for k in range(m):",
-                    f"        total = {target}[i, k]",
-                    *(f"        {line}" for line in self.assign(f"{target}[i, k]", sp.Symbol("total") * slope.expr,
-                                                                KERNEL_INDENT + 8)),
-                ]
-            return [
-                f"for i in range({rows}):",
-                "    for k in range(m):",
-                f"        {target}[i, k] = 0.0",
-                f"    for j in range({self.rows[W]}):",
-                f"        weight = {W}[j, i]",
-                "        for k in range(m):",
-                f"            {target}[i, k] += weight * {above}[j, k]",
-                "    for k in range(m):",
-                f"        total = {target}[i, k]",
-                *(f"        {line}" for line in self.assign(f"{target}[i, k]", sp.Symbol("total") * slope.expr,
-                                                            KERNEL_INDENT + 8)),
-            ]
-        raise NotImplementedError(f"no loop form for {target} = {value}")
-
-    def gradient_update(self, gradient: Equation) -> list[str]:
-        """W ← W − α δ (a)ᵀ or b ← b − α Σ δ, entry by entry."""
-        name = gradient.lhs.of.name
-        value = gradient.computed
-        if isinstance(value, SampleSum):
-            delta = value.arg.name
-            return [
-                f"for i in range({self.rows[name]}):",
-                "    total = 0.0",
-                "    for k in range(m):",
-                f"        total += {delta}[i, k]",
-                f"    {name}[i, 0] -= {_code(alpha)} * total",
-            ]
-        delta, previous = value.args[0].name, value.args[1].arg.name
-        if self.wide(name):
-            gradient_name = gradient.lhs.name
-            self.products.append((gradient_name, f"({self.rows[name]}, {self.cols[name]})"))
-            return [
-                f"np.dot({delta}, {_code(sp.Symbol(previous))}.T, {gradient_name})",
-                f"for i in range({self.rows[name]}):",
-                f"    for j in range({self.cols[name]}):",
-                f"        {name}[i, j] -= {_code(alpha)} * {gradient_name}[i, j]",
-            ]
-        return [
-            f"for i in range({self.rows[name]}):",
-            f"    for j in range({self.cols[name]}):",
-            "        total = 0.0",
-            "        for k in range(m):",
-            f"            total += {delta}[i, k] * {_code(sp.Symbol(previous))}[j, k]",
-            f"        {name}[i, j] -= {_code(alpha)} * total",
-        ]
-
-    def kernel_context(self) -> dict:
-        d = self.d
-        work = [(e.lhs.name, 1 if e.lhs.name in self.sample_rows else self.rows[e.lhs.name])
-                for e in (*d.forward, *d.backward)]
-        by_param = {e.lhs.name: e for e in d.updates}
-        scalars = [{"name": f.function.code_name, "formula": f"{f.function.unicode_symbol}(z)",
-                    "lines": short_assignments("value", compiled_form(f), 4, _JitPrinter())}
-                   for f in dict.fromkeys(d.activations) if f.elementwise]
-        # (formula comment, loop lines) for every step, then for every parameter's update
-        steps = [(statement(e).formula, self.loop(e)) for e in (*d.forward, *d.backward)]
-        steps += [(statement(by_param[e.lhs.of.name]).formula, self.gradient_update(e)) for e in d.gradients]
-        return {"scalars": scalars, "work": work, "steps": steps, "products": self.products}
 
 
 def compiled_form(f: Activation) -> sp.Expr:
@@ -202,8 +50,24 @@ def compiled_form(f: Activation) -> sp.Expr:
     return f.formula if f.name == "sigmoid" else f.code_formula
 
 
-class _JitPrinter(NumpyCodePrinter):
-    """Scalar formulas inside the kernel: activations call their compiled twins."""
+class ScalarPrinter(NumpyCodePrinter):
+    """One number of a formula inside the kernel: buffers indexed, activations compiled."""
+
+    def __init__(self, program: Program | None = None, row: str = "i", sample: str = "k") -> None:
+        super().__init__()
+        self.program, self.row, self.sample = program, row, sample
+
+    def _print_Symbol(self, expr: sp.Symbol) -> str:
+        if isinstance(expr, Entry) and self.program is not None:
+            return self.index(self.program.buffers[expr.quantity.name])
+        return super()._print_Symbol(expr)
+
+    def index(self, buffer: Buffer) -> str:
+        """``a1[i, k]``; a row shared by the units ``s2[0, k]``; a parameter vector ``c1[i, 0]``."""
+        row = "0" if buffer.rows == 1 else self.row
+        column = self.sample if buffer.per_sample else "0"
+        name = "Y" if buffer.role == "target" else buffer.name
+        return f"{name}[{row}, {column}]"
 
     def _print_ActivationBase(self, expr: sp.Function) -> str:
         return f"_{type(expr).code_name}_jit({self._print(expr.args[0])})"
@@ -235,24 +99,135 @@ class _JitPrinter(NumpyCodePrinter):
         return f"{self._print(expr.lhs)} {expr.rel_op} {self._print(expr.rhs)}"
 
 
-_NAMES = NumpyCodePrinter()
+def _rows(count: int, body: list[str], index: str = "i") -> list[str]:
+    """``for i in range(count):`` around body; no loop at all for one row (index 0)."""
+    if count == 1:
+        return [re.sub(rf"\b{index}\b", "0", line) for line in body]
+    return [f"for {index} in range({count}):", *(f"    {line}" for line in body)]
 
 
-def _code(expr: sp.Basic) -> str:
-    return _NAMES.doprint(expr)
+class LoopPrinter(OperationPrinter):
+    """Prints each operation of a program as loops (or a BLAS call) inside the numba kernel."""
+
+    backend = "numba"
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.scalar = ScalarPrinter(program)
+
+    def wide(self, op: Gemm) -> bool:
+        """Whether a product goes to BLAS: the operand (or result) shared by all samples is large."""
+        fixed = [b for b in (op.out, op.left, op.right) if not b.per_sample]
+        return any(b.rows * b.cols >= BLAS_MIN_ENTRIES for b in fixed)
+
+    def _print_Gemm(self, op: Gemm) -> list[str]:
+        left = op.left.name + (".T" if op.left_transposed else "")
+        right = op.right.name + (".T" if op.right_transposed else "")
+        if self.wide(op):
+            return [f"np.dot({left}, {right}, {op.out.name})"]
+        if op.out.per_sample and not op.left.per_sample and op.right.per_sample and not op.right_transposed:
+            # out[i, k] = Σⱼ W[i, j] x[j, k], the weight read once per row
+            inner = op.left.rows if op.left_transposed else op.left.cols
+            weight = f"{op.left.name}[j, i]" if op.left_transposed else f"{op.left.name}[i, j]"
+            return _rows(op.out.rows, [
+                "for k in range(m):",
+                f"    {op.out.name}[i, k] = 0.0",
+                *_rows(inner, [
+                    f"weight = {weight}",
+                    "for k in range(m):",
+                    f"    {op.out.name}[i, k] += weight * {op.right.name}[j, k]",
+                ], "j"),
+            ])
+        if op.out.per_sample or not (op.left.per_sample and op.right.per_sample and op.right_transposed):
+            raise UnsupportedOperation(f"the {self.backend} backend has no loops for {op}")
+        # out[i, j] = Σₖ left[i, k] right[j, k]: a gradient summed over the samples
+        return _rows(op.out.rows, _rows(op.out.cols, [
+            "total = 0.0",
+            "for k in range(m):",
+            f"    total += {op.left.name}[i, k] * {op.right.name}[j, k]",
+            f"{op.out.name}[i, j] = total",
+        ], "j"))
+
+    def _print_AddBias(self, op: AddBias) -> list[str]:
+        return _rows(op.out.rows, [
+            f"shift = {op.bias.name}[i, 0]",
+            "for k in range(m):",
+            f"    {op.out.name}[i, k] += shift",
+        ])
+
+    def _print_Apply(self, op: Apply) -> list[str]:
+        indent = KERNEL_INDENT + 4 + (4 if op.out.rows > 1 else 0)  # inside the loops over i and k
+        target = self.scalar.index(op.out) if op.out.per_sample else f"{op.out.name}[i, j]"
+        body = self.assign(target, op.formula, indent)
+        if op.out.per_sample:
+            return _rows(op.out.rows, ["for k in range(m):", *(f"    {line}" for line in body)])
+        return _rows(op.out.rows, [f"for j in range({op.out.cols}):", *(f"    {line}" for line in body)])
+
+    def assign(self, target: str, expr: sp.Expr, indent: int) -> list[str]:
+        """target = expr, split into short statements when the line would be long."""
+        code = self.scalar.doprint(expr)
+        if fits(target, code, indent):
+            return [f"{target} = {code}"]
+        entries = sorted((s for s in expr.free_symbols if isinstance(s, Entry)), key=sp.default_sort_key)
+        local = {s: sp.Symbol(f"{s.name}_ik") for s in entries}
+        loads = [f"{local[s].name} = {self.scalar.doprint(s)}" for s in entries]
+        *temps, (_, last) = short_assignments("t", expr.xreplace(local), indent, self.scalar)
+        return [*loads, *(f"{name} = {value}" for name, value in temps), f"{target} = {last}"]
+
+    def _print_SampleTotal(self, op: SampleTotal) -> list[str]:
+        return _rows(op.out.rows, [
+            "total = 0.0",
+            "for k in range(m):",
+            f"    total += {op.source.name}[i, k]",
+            f"{op.out.name}[i, 0] = total",
+        ])
+
+    def _print_UnitTotal(self, op: UnitTotal) -> list[str]:
+        return [
+            "for k in range(m):",
+            "    total = 0.0",
+            f"    for i in range({op.source.rows}):",
+            f"        total += {op.source.name}[i, k]",
+            f"    {op.out.name}[0, k] = total",
+        ]
+
+    def _print_ColumnSoftmax(self, op: ColumnSoftmax) -> list[str]:
+        out, z, rows = op.out.name, op.source.name, op.out.rows
+        return [
+            "for k in range(m):",
+            f"    top = {z}[0, k]",
+            f"    for i in range(1, {rows}):",
+            f"        top = max(top, {z}[i, k])",
+            "    total = 0.0",
+            f"    for i in range({rows}):",
+            f"        {out}[i, k] = np.exp({z}[i, k] - top)",
+            f"        total += {out}[i, k]",
+            f"    for i in range({rows}):",
+            f"        {out}[i, k] /= total",
+        ]
+
+    def _print_Descend(self, op: Descend) -> list[str]:
+        rate = self.scalar.doprint(op.rate)
+        return _rows(op.param.rows, _rows(op.param.cols, [
+            f"{op.param.name}[i, j] -= {rate} * {op.gradient.name}[i, j]",
+        ], "j"))
 
 
-def _product_and_bias(value: sp.MatAdd) -> tuple[tuple[str, sp.Basic], str]:
-    product = next(arg for arg in value.args if isinstance(arg, sp.MatMul))
-    bias = next(arg for arg in value.args if not isinstance(arg, sp.MatMul))
-    W, previous = product.args
-    return (W.name, previous), bias.name
+def kernel_context(program: Program) -> dict:
+    """What templates/numba_module.py.j2 needs: compiled activations, work arrays, the steps' loops."""
+    printer = LoopPrinter(program)
+    scalars = [{"name": f.name, "formula": f"{f.activation.function.unicode_symbol}(z)",
+                "lines": short_assignments("value", compiled_form(f.activation), 4, ScalarPrinter())}
+               for f in program.functions]
+    steps = [(statement(step.equation).formula, [line for op in step.operations for line in printer.operation(op)])
+             for step in program.steps]
+    # The kernel evaluates each formula whole, so the scratch arrays of shared subexpressions go unused.
+    used = {name for step in program.steps for op in step.operations for name in _buffers_read_or_written(op)}
+    return {"scalars": scalars, "steps": steps, "work": [b for b in program.work if b.name in used]}
 
 
-def _all_elementwise(value: sp.Basic) -> bool:
-    return isinstance(value, sp.HadamardProduct) and all(isinstance(arg, Elementwise) for arg in value.args)
-
-
-def _vector_of(expr: sp.Expr, rows: dict[str, int]) -> str:
-    """A vector a unit-wise formula runs over (all of its vectors have the same length)."""
-    return next(s.name for s in sorted(expr.free_symbols, key=str) if s.name in rows)
+def _buffers_read_or_written(op: object) -> set[str]:
+    names = {value.name for value in vars(op).values() if isinstance(value, Buffer)}
+    if isinstance(op, Apply):
+        names |= {s.quantity.name for s in op.formula.free_symbols if isinstance(s, Entry)}
+    return names

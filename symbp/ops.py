@@ -512,3 +512,14 @@ def register(name: str, make: Callable[[Quantity, int], Op], where: str = AFTER_
     registration = Registration(name, make, where, dict(init or {}))
     REGISTRY[name] = registration
     return registration
+
+
+def fan_in_start(role: str) -> str:
+    """How a parameter of this role starts under ``init="fan_in"``: "weight" (variance 1/fan-in),
+    "zeros" (biases) or "ones", as its op's registration says."""
+    if role == "weight":
+        return "weight"
+    for registration in REGISTRY.values():
+        if role in registration.init:
+            return registration.init[role]
+    return "zeros"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .activations import Activation, ActivationBase, LogSoftmax
+from .activations import Activation, ActivationBase
 from .activations import z as act_z
 from .algebra import (
     GRADIENT,
@@ -39,7 +39,7 @@ from .algebra import (
     UnitSum,
     entry,
 )
-from .derive import Derivation, alpha, m
+from .derive import Derivation, alpha
 
 SCRATCH, STATE, MASK = "scratch", "state", "mask"  # state and mask: for optimizers and dropout
 
@@ -181,14 +181,13 @@ class Program:
     def buffer(self, quantity: Quantity) -> Buffer:
         return self.buffers[quantity.name]
 
-    def scratch(self, name: str, rows: int, cols: int | None = None) -> Buffer:
-        """A new scratch array (a name already taken gets a number)."""
-        base, count = name, 1
-        while name in self.buffers:
+    def scratch(self, prefix: str, rows: int, cols: int | None = None) -> Buffer:
+        """A new scratch array named ``prefix`` and the first free number: ``delta1_t1``."""
+        count = 1
+        while f"{prefix}{count}" in self.buffers:
             count += 1
-            name = f"{base}{count}"
-        buffer = Buffer(name, SCRATCH, rows, cols)
-        self.buffers[name] = buffer
+        buffer = Buffer(f"{prefix}{count}", SCRATCH, rows, cols)
+        self.buffers[buffer.name] = buffer
         return buffer
 
 
@@ -264,7 +263,7 @@ class _Lowering:
         for index, factor in enumerate(matrices):
             transposed = isinstance(factor, sp.Transpose)
             inner = factor.arg if transposed else factor
-            operands.append((self.source(inner, out, f"f{index + 1}", operations), transposed))
+            operands.append((self.source(inner, out, "f", operations), transposed))
         (left, left_t), (right, right_t) = operands
         return [*operations, Gemm(out, left, right, left_t, right_t)]
 
@@ -288,8 +287,11 @@ class _Lowering:
 
     def _SampleSum(self, expr: SampleSum, out: Buffer) -> list:
         operations: list = []
-        source = self.source(expr.arg, out, "terms", operations) if not isinstance(expr.arg, Quantity) \
-            else self.program.buffer(expr.arg)
+        if isinstance(expr.arg, Quantity):
+            source = self.program.buffer(expr.arg)
+        else:  # the summand, one column per sample, into scratch
+            source = self.program.scratch(f"{out.name}_terms", int(expr.arg.shape[0]))
+            operations += self.into(expr.arg, source)
         if not source.per_sample:
             raise LoweringError(f"Σ over samples of {expr.arg}, which has no samples")
         return [*operations, SampleTotal(out, source)]
@@ -318,13 +320,12 @@ class _Lowering:
         """An elementwise step: code forms put in, shared subexpressions given scratch arrays."""
         code = formula.replace(lambda e: isinstance(e, ActivationBase) and type(e) in self.code_forms,
                                lambda e: self.code_forms[type(e)].subs(act_z, e.args[0]))
-        names = sp.numbered_symbols(f"{out.name}_s", real=True)
-        replacements, (reduced,) = sp.cse(code, symbols=names)
+        replacements, (reduced,) = sp.cse(code, symbols=sp.numbered_symbols("shared", real=True))
         shared, mapping = [], {}
         for symbol, value in replacements:
             value = value.xreplace(mapping)
             rows = max((int(e.quantity.rows) for e in value.free_symbols if isinstance(e, Entry)), default=out.rows)
-            scratch = self.program.scratch(symbol.name, rows, None if out.per_sample else out.cols)
+            scratch = self.program.scratch(f"{out.name}_s", rows, None if out.per_sample else out.cols)
             mapping[symbol] = entry(_scratch_quantity(scratch))
             shared.append((scratch, value))
         return Apply(out, formula, reduced.xreplace(mapping), tuple(shared))
@@ -338,16 +339,3 @@ def _quantity(buffer: Buffer) -> Quantity:
 
 def _scratch_quantity(buffer: Buffer) -> Quantity:
     return Quantity(buffer.name, buffer.rows, 1 if buffer.per_sample else buffer.cols, SCRATCH, buffer.name)
-
-
-def loss_terms(d: Derivation) -> sp.Expr:
-    """ℓ per output entry as the code computes it (stable logs from z)."""
-    return d.loss_code
-
-
-def uses_log_softmax(d: Derivation) -> bool:
-    return d.loss_code.has(LogSoftmax)
-
-
-def samples_symbol() -> sp.Symbol:
-    return m

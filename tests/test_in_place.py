@@ -10,15 +10,28 @@ from networks import random_network
 from sympy.codegen.numpy_nodes import logaddexp
 
 import symbp
-from symbp.algebra import Elementwise
+from symbp.algebra import TARGET, VALUE, Quantity, entry
+from symbp.codegen import UnsupportedOperation
 from symbp.derive import derive_spec
-from symbp.inplace import StepWriter
+from symbp.inplace import InPlacePrinter
 from symbp.network import make_spec
+from symbp.program import Buffer, Program
 from symbp.train import load_module, module_for
 
-a1, z1, y = sp.symbols("a1 z1 y", real=True)
 ROWS = 3
+a1, z1 = (entry(Quantity(name, ROWS, 1, VALUE, name[0], 1)) for name in ("a1", "z1"))
+y = entry(Quantity("y", ROWS, 1, TARGET, "y"))
 _SMALL = derive_spec(make_spec("2-3-1", "sigmoid", "half_se"))
+
+
+def printer_for(rows: int) -> InPlacePrinter:
+    """An in-place printer over a program holding a1, z1, y and out, each rows × m."""
+    program = Program(_SMALL)
+    for name, role in (("a1", "value"), ("z1", "value"), ("y", "target"), ("out", "value")):
+        program.buffers[name] = Buffer(name, role, rows)
+    printer = InPlacePrinter(program)
+    printer._owner = "out"
+    return printer
 
 
 def random_formula(rng: np.random.Generator, depth: int) -> sp.Expr:
@@ -41,15 +54,13 @@ def test_lowered_formulas_compute_what_numpy_computes_from_the_formula(seed):
     """Each random formula, lowered to ufunc calls with out=, equals SymPy's lambdify of it."""
     rng = np.random.default_rng(seed)
     formula = random_formula(rng, depth=int(rng.integers(1, 4)))
-    writer = StepWriter(_SMALL)
-    writer.rows.update({"a1": ROWS, "z1": ROWS, "y": ROWS})
-    writer._owner = "out"
-    lines = writer.into(Elementwise(formula, ROWS, 1), "out")
+    printer = printer_for(ROWS)
+    lines = printer.into(formula, "out")
     values = {"a1": rng.uniform(0.1, 0.9, (ROWS, 5)), "z1": rng.uniform(0.1, 0.9, (ROWS, 5)),
               "Y": rng.uniform(0.1, 0.9, (ROWS, 5))}
     namespace = {"np": np, **values, "out": np.empty((ROWS, 5))}
-    for array in writer.work:
-        namespace[array.name] = np.empty((ROWS, 5))
+    for array in printer.program.buffers.values():
+        namespace.setdefault(array.name, np.empty((ROWS, 5)))
     exec("\n".join(lines), namespace)  # noqa: S102 -- test-only: code symbp wrote from a SymPy formula
     expected = sp.lambdify((a1, z1, y), formula, modules="numpy")(values["a1"], values["z1"], values["Y"])
     np.testing.assert_allclose(namespace["out"], np.broadcast_to(expected, (ROWS, 5)), rtol=1e-12, atol=1e-14,
@@ -57,11 +68,13 @@ def test_lowered_formulas_compute_what_numpy_computes_from_the_formula(seed):
 
 
 def test_lowering_uses_one_call_per_operation():
-    d = derive_spec(make_spec("2-3-1", "tanh,sigmoid", "half_se"))
-    writer = StepWriter(d)
-    writer._owner = "delta1"
-    lines = writer.into(Elementwise(1 - a1**2, 3, 1), "delta1")
-    assert lines == ["np.square(a1, out=delta1)", "np.subtract(1.0, delta1, out=delta1)"]
+    lines = printer_for(3).into(1 - a1**2, "out")
+    assert lines == ["np.square(a1, out=out)", "np.subtract(1.0, out, out=out)"]
+
+
+def test_a_node_with_no_ufunc_is_an_error_naming_it_and_the_backend():
+    with pytest.raises(UnsupportedOperation, match=r"numpy \(in place\).*LambertW"):
+        printer_for(3).into(sp.LambertW(a1), "out")
 
 
 def test_a_training_step_allocates_no_array_the_size_of_a_layer():
@@ -93,12 +106,11 @@ def test_a_training_step_allocates_no_array_the_size_of_a_layer():
     assert peak_allocating > layer_bytes
 
 
-def test_every_random_network_lowers_without_falling_back_except_piecewise():
-    """Only Piecewise (leaky_relu) is assigned whole; everything else is lowered to ufunc calls."""
+def test_every_random_network_lowers_to_calls_with_out_and_no_whole_array_assignment():
+    """Every formula of 30 random networks (leaky_relu's Piecewise included) becomes ufunc calls."""
     for seed in range(30):
         layers, activation, loss, reduction = random_network(seed)
         source = symbp.generate(layers, activation, loss, reduction)
         step = source[source.index("def _step("):source.index("def train(")]
-        whole = [line for line in step.splitlines() if "[...] =" in line]
-        assert all("np.where" in line for line in whole), (layers, activation, whole)
+        assert "[...] =" not in step and "np.where" not in step, (layers, activation)
         module_for(source)  # and it imports

@@ -1,0 +1,40 @@
+"""A derivation rendered as a training module: lowered once, printed by the backend asked for."""
+
+from __future__ import annotations
+
+from .codegen import module_context, unpack
+from .derive import Derivation
+from .inplace import InPlacePrinter
+from .loops import kernel_context
+from .program import Program, lower
+from .spec import SpecError
+from .templating import environment
+
+BACKENDS = ("numpy", "numba")
+
+
+def render_module(d: Derivation, backend: str = "numpy") -> str:
+    """The generated module's source: NumPy only, or with a training loop numba compiles."""
+    if backend not in BACKENDS:
+        raise SpecError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    program = lower(d)
+    context = module_context(program)
+    if backend == "numpy":
+        context.update(numpy_context(program))
+    else:
+        context["options"] += f" --backend {backend}"
+        context["kernel"] = kernel_context(program)
+    return environment().get_template(f"{backend}_module.py.j2").render(**context)
+
+
+def numpy_context(program: Program) -> dict:
+    """The allocating module plus ``_step``, the in-place printing of the same program."""
+    printer = InPlacePrinter(program)
+    step = [line for s in program.steps for line in printer.step(s)]
+    work = program.work  # after printing: the in-place printer may add scratch arrays
+    return {
+        "step": step,
+        "work": work,
+        "unpack_params": unpack([p.name for p in program.params], "params"),
+        "unpack_work": unpack([w.name for w in work], "work"),
+    }
