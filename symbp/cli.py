@@ -42,6 +42,8 @@ def _network_options(parser: argparse.ArgumentParser, required: bool = True) -> 
                         help=f"one for all layers or one per layer, comma-separated: {', '.join(activation_names())}")
     parser.add_argument("--loss", default="half_se", help=f"one of {', '.join(LOSSES)}")
     parser.add_argument("--reduction", default="sum", help=f"over the samples: {' or '.join(REDUCTIONS)}")
+    parser.add_argument("--op", action="append", default=[], metavar="NAME:LAYER",
+                        help="insert a registered op into a layer (symbp.ops.register), e.g. scale:1; repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 def _derive(args: argparse.Namespace) -> int:
     from .document import render
 
-    derivation = derive(args.layers, args.activation, args.loss, args.reduction)
+    derivation = derive(args.layers, args.activation, args.loss, args.reduction, args.op)
     report = derivation.verify() if args.verify else None
     text = render(derivation, args.format, report)
     if report is not None and args.format == "latex":
@@ -126,7 +128,7 @@ def _generate(args: argparse.Namespace) -> int:
     if args.layers is None or args.output is None:
         raise SpecError("generate needs --layers and -o PATH (or --check PATH...)")
     generate(args.layers, args.activation, args.loss, args.reduction, output=args.output, force=args.force,
-             backend=args.backend)
+             backend=args.backend, ops=args.op)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
@@ -151,7 +153,8 @@ def _check(paths: list[str]) -> int:
         options.add_argument("--backend", default="numpy", choices=BACKENDS)
         recorded = header_options(path)
         spec = options.parse_args(recorded)
-        expected = generate(spec.layers, spec.activation, spec.loss, spec.reduction, backend=spec.backend)
+        expected = generate(spec.layers, spec.activation, spec.loss, spec.reduction, backend=spec.backend,
+                            ops=spec.op)
         if Path(path).read_text(encoding="utf-8") != expected:
             stale.append(path)
             print(f"{path}: stale or edited; regenerate with: symbp generate "
