@@ -74,6 +74,18 @@ def _same_function(left: sp.Expr, right: sp.Expr) -> bool:
     return sp.simplify(difference.rewrite(sp.log)) == 0
 
 
+def _differs_somewhere(left: sp.Expr, right: sp.Expr) -> bool:
+    """True when left and right differ at one of a few points (away from kinks at 0)."""
+    for point in (sp.Rational(3, 10), sp.Rational(-7, 10), sp.Rational(13, 10), sp.Rational(-17, 10)):
+        try:
+            difference = complex(sp.N((left - right).subs(z, point), 30))
+        except (TypeError, ValueError, ZeroDivisionError):
+            continue
+        if abs(difference) > 1e-12 * (1 + abs(complex(sp.N(right.subs(z, point), 30)))):
+            return True
+    return False
+
+
 def _sign_follows_z(formula: sp.Expr) -> bool:
     """f(z) > 0 exactly when z > 0, so a step in z is the same step in a."""
     positive, negative = sp.Symbol("zp", positive=True), sp.Symbol("zn", negative=True)
@@ -107,6 +119,8 @@ def rewrite_in_output(formula: sp.Expr, derivative: sp.Expr) -> sp.Expr | None:
             continue
         if not {type(f) for f in candidate.atoms(sp.Function)} <= known:
             continue  # an inverse such as LambertW costs more than keeping z
+        if _differs_somewhere(candidate.subs(a, formula), derivative):
+            continue  # a quick numeric look spares simplify a proof that cannot succeed
         if _same_function(candidate.subs(a, formula), derivative):
             return candidate
     return None
