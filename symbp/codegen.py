@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import PRECEDENCE, precedence
+from sympy.printing.printer import Printer
 from sympy.printing.str import StrPrinter
 
 from .activations import LogSoftmax
@@ -229,20 +230,21 @@ class UnsupportedOperation(NotImplementedError):
     """An operation (or a node inside one) that a backend has no way to print."""
 
 
-class OperationPrinter:
-    """Prints a program's operations, one ``_print_<Operation>`` method per operation class.
+class OperationPrinter(Printer):
+    """A SymPy printer of a program's operations: ``_print_<Operation>`` returns its lines of code.
 
-    Each method returns the lines of code for its operation. An operation without a method
-    is an error naming the operation and the backend, never a silent fallback.
+    SymPy's dispatch finds the method along the operation's class hierarchy; an operation
+    with no method reaches ``emptyPrinter``, which is an error naming the operation and the
+    backend, never a silent fallback.
     """
 
     backend = "?"
 
+    def emptyPrinter(self, expr: object) -> str:
+        raise UnsupportedOperation(f"the {self.backend} backend cannot print the operation {type(expr).__name__}")
+
     def operation(self, op: object) -> list[str]:
-        method = getattr(self, f"_print_{type(op).__name__}", None)
-        if method is None:
-            raise UnsupportedOperation(f"the {self.backend} backend cannot print the operation {type(op).__name__}")
-        return method(op)
+        return self._print(op)
 
     def step(self, step) -> list[Statement]:
         """Every line of one step, headed by the formula of the equation it implements."""

@@ -58,6 +58,7 @@ class InPlacePrinter(OperationPrinter):
     backend = "numpy (in place)"
 
     def __init__(self, program: Program) -> None:
+        super().__init__()
         self.program = program
         self._owner = ""
 

@@ -112,6 +112,7 @@ class LoopPrinter(OperationPrinter):
     backend = "numba"
 
     def __init__(self, program: Program) -> None:
+        super().__init__()
         self.program = program
         self.scalar = ScalarPrinter(program)
 

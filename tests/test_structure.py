@@ -93,3 +93,23 @@ def test_no_module_parses_meaning_out_of_names():
         text = path.read_text(encoding="utf-8")
         assert "split_name" not in text, path.name
         assert ".name[1:]" not in text, path.name
+
+
+def test_an_operation_a_backend_cannot_print_is_an_error_naming_both():
+    from dataclasses import dataclass
+
+    import pytest
+
+    from symbp.codegen import UnsupportedOperation
+    from symbp.inplace import InPlacePrinter
+    from symbp.loops import LoopPrinter
+    from symbp.program import lower
+
+    @dataclass(frozen=True)
+    class Convolve:
+        """An operation no backend knows yet."""
+
+    program = lower(symbp.derive("2-2-1"))
+    for printer, backend in ((InPlacePrinter(program), "numpy"), (LoopPrinter(program), "numba")):
+        with pytest.raises(UnsupportedOperation, match=rf"{backend}.*Convolve"):
+            printer.operation(Convolve())
