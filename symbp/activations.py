@@ -7,6 +7,7 @@ already holds a = σ(z) from the forward pass, so σ'(z) = a(1 − a) costs two 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 
@@ -74,14 +75,19 @@ def _same_function(left: sp.Expr, right: sp.Expr) -> bool:
     return sp.simplify(difference.rewrite(sp.log)) == 0
 
 
+def _plain_logs(expr: sp.Expr) -> sp.Expr:
+    """logaddexp(x, y) as log(eˣ + eʸ), which SymPy evaluates numerically."""
+    return expr.replace(logaddexp, lambda x, y: sp.log(sp.exp(x) + sp.exp(y)))
+
+
 def _differs_somewhere(left: sp.Expr, right: sp.Expr) -> bool:
     """True when left and right differ at one of a few points (away from kinks at 0)."""
     for point in (sp.Rational(3, 10), sp.Rational(-7, 10), sp.Rational(13, 10), sp.Rational(-17, 10)):
         try:
-            difference = complex(sp.N((left - right).subs(z, point), 30))
+            difference = complex(sp.N(_plain_logs(left - right).subs(z, point), 30))
         except (TypeError, ValueError, ZeroDivisionError):
             continue
-        if abs(difference) > 1e-12 * (1 + abs(complex(sp.N(right.subs(z, point), 30)))):
+        if abs(difference) > 1e-12 * (1 + abs(complex(sp.N(_plain_logs(right).subs(z, point), 30)))):
             return True
     return False
 
@@ -103,18 +109,8 @@ def rewrite_in_output(formula: sp.Expr, derivative: sp.Expr) -> sp.Expr | None:
     solve where z occurs once in f (sigmoid); and for steps, replacing the step in z by the same step in a,
     valid when f has the sign of z (relu, leaky_relu).
     """
-    candidates = [derivative.subs(formula, a)]
-    # solve can take minutes on a formula where z occurs twice; where z occurs once it only peels functions.
-    z_once = sum(1 for node in sp.preorder_traversal(formula) if node == z) == 1
-    if z_once and not derivative.has(sp.Heaviside, sp.Piecewise):
-        try:
-            candidates += [sp.simplify(derivative.subs(z, root)) for root in sp.solve(sp.Eq(a, formula), z)]
-        except NotImplementedError:
-            pass
-    elif _sign_follows_z(formula):
-        candidates.append(derivative.subs(z, a))
     known = {type(f) for f in (formula + derivative).atoms(sp.Function)} | {sp.Heaviside}
-    for candidate in candidates:
+    for candidate in _candidates(formula, derivative):
         if candidate.has(z) or candidate.has(sp.I):
             continue
         if not {type(f) for f in candidate.atoms(sp.Function)} <= known:
@@ -124,6 +120,22 @@ def rewrite_in_output(formula: sp.Expr, derivative: sp.Expr) -> sp.Expr | None:
         if _same_function(candidate.subs(a, formula), derivative):
             return candidate
     return None
+
+
+def _candidates(formula: sp.Expr, derivative: sp.Expr) -> Iterator[sp.Expr]:
+    """Forms of f'(z) in a, cheapest first, each made only when the ones before it failed."""
+    yield derivative.subs(formula, a)
+    # solve can take minutes on a formula where z occurs twice; where z occurs once it only peels functions.
+    z_once = sum(1 for node in sp.preorder_traversal(formula) if node == z) == 1
+    if z_once and not derivative.has(sp.Heaviside, sp.Piecewise):
+        try:
+            roots = sp.solve(sp.Eq(a, formula), z)
+        except NotImplementedError:
+            return
+        for root in roots:
+            yield sp.simplify(derivative.subs(z, root))
+    elif _sign_follows_z(formula):
+        yield derivative.subs(z, a)
 
 
 def _function_class(name: str, latex_symbol: str, unicode_symbol: str) -> type[ActivationBase]:
@@ -160,7 +172,8 @@ def _log_forms(formula: sp.Expr) -> tuple[tuple[sp.Expr, sp.Expr], ...]:
     """
     candidates = ((sp.log(a), -logaddexp(0, -z)), (sp.log(1 - a), -logaddexp(0, z)))
     return tuple((pattern, form) for pattern, form in candidates
-                 if _same_function(pattern.subs(a, formula), form))
+                 if not _differs_somewhere(pattern.subs(a, formula), form)
+                 and _same_function(pattern.subs(a, formula), form))
 
 
 _ALL: list[Activation] = []
