@@ -31,6 +31,7 @@ from .program import (
     Gemm,
     Program,
     SampleTotal,
+    Step,
     UnitTotal,
 )
 
@@ -115,6 +116,29 @@ class LoopPrinter(OperationPrinter):
         super().__init__()
         self.program = program
         self.scalar = ScalarPrinter(program)
+        self.bias: Buffer | None = None  # a bias the next product starts from instead of 0
+        self.applied = _applied_at_once(program)
+
+    def step_lines(self, step: Step) -> list[str]:
+        """A step's loops. z = W x + b starts each row from the bias: one pass fewer than adding it after."""
+        lines: list[str] = []
+        operations = list(step.operations)
+        for index, op in enumerate(operations):
+            after = operations[index + 1] if index + 1 < len(operations) else None
+            if isinstance(op, AddBias) and self.bias is op.bias:
+                self.bias = None
+                continue
+            if isinstance(op, Gemm) and isinstance(after, AddBias) and after.out == op.out and not self.wide(op):
+                self.bias = after.bias
+            lines += self.operation(op)
+        return lines
+
+    def store(self, out: Buffer, index: str, value: str) -> str:
+        """``out[index] = value``; a gradient that only its update reads goes into the parameter at once."""
+        if out.name in self.applied:
+            param = self.applied[out.name]
+            return f"{param.param.name}[{index}] -= {self.scalar.doprint(param.rate)} * {value}"
+        return f"{out.name}[{index}] = {value}"
 
     def wide(self, op: Gemm) -> bool:
         """Whether a product goes to BLAS: the operand (or result) shared by all samples is large."""
@@ -130,9 +154,11 @@ class LoopPrinter(OperationPrinter):
             # out[i, k] = Σⱼ W[i, j] x[j, k], the weight read once per row
             inner = op.left.rows if op.left_transposed else op.left.cols
             weight = f"{op.left.name}[j, i]" if op.left_transposed else f"{op.left.name}[i, j]"
+            start = "0.0" if self.bias is None else "shift"
             return _rows(op.out.rows, [
+                *([f"shift = {self.bias.name}[i, 0]"] if self.bias is not None else []),
                 "for k in range(m):",
-                f"    {op.out.name}[i, k] = 0.0",
+                f"    {op.out.name}[i, k] = {start}",
                 *_rows(inner, [
                     f"weight = {weight}",
                     "for k in range(m):",
@@ -146,7 +172,7 @@ class LoopPrinter(OperationPrinter):
             "total = 0.0",
             "for k in range(m):",
             f"    total += {op.left.name}[i, k] * {op.right.name}[j, k]",
-            f"{op.out.name}[i, j] = total",
+            self.store(op.out, "i, j", "total"),
         ], "j"))
 
     def _print_AddBias(self, op: AddBias) -> list[str]:
@@ -180,7 +206,7 @@ class LoopPrinter(OperationPrinter):
             "total = 0.0",
             "for k in range(m):",
             f"    total += {op.source.name}[i, k]",
-            f"{op.out.name}[i, 0] = total",
+            self.store(op.out, "i, 0", "total"),
         ])
 
     def _print_UnitTotal(self, op: UnitTotal) -> list[str]:
@@ -208,10 +234,40 @@ class LoopPrinter(OperationPrinter):
         ]
 
     def _print_Descend(self, op: Descend) -> list[str]:
+        if op.gradient.name in self.applied:
+            return []  # applied as the gradient was summed
         rate = self.scalar.doprint(op.rate)
         return _rows(op.param.rows, _rows(op.param.cols, [
             f"{op.param.name}[i, j] -= {rate} * {op.gradient.name}[i, j]",
         ], "j"))
+
+
+def _applied_at_once(program: Program) -> dict[str, Descend]:
+    """Gradients whose update can be made as each entry is summed, with no array for the gradient.
+
+    That holds for a gradient computed by loops (not BLAS) and read by nothing but its update,
+    whose parameter no later step reads before the updates: then θ −= α·(entry) right away
+    gives the same θ.
+    """
+    descents = {op.gradient.name: op for step in program.updates for op in step.operations
+                if isinstance(op, Descend)}
+    applied = {}
+    printer = LoopPrinter.__new__(LoopPrinter)  # only for wide(), which reads no state
+    for position, step in enumerate(program.gradients):
+        for op in step.operations:
+            name = getattr(op, "out", None) and op.out.name
+            if name not in descents or (isinstance(op, Gemm) and printer.wide(op)):
+                continue
+            if not isinstance(op, (Gemm, SampleTotal)):
+                continue
+            later = program.gradients[position + 1:]
+            param = descents[name].param.name
+            readers = [o for s in (*program.gradients, *program.updates) for o in s.operations
+                       if name in _buffers_read_or_written(o) and o is not op and not isinstance(o, Descend)]
+            if readers or any(param in _buffers_read_or_written(o) for s in later for o in s.operations):
+                continue
+            applied[name] = descents[name]
+    return applied
 
 
 def kernel_context(program: Program) -> dict:
@@ -220,10 +276,20 @@ def kernel_context(program: Program) -> dict:
     scalars = [{"name": f.name, "formula": f"{f.activation.function.unicode_symbol}(z)",
                 "lines": short_assignments("value", compiled_form(f.activation), 4, ScalarPrinter())}
                for f in program.functions]
-    steps = [(statement(step.equation).formula, [line for op in step.operations for line in printer.operation(op)])
-             for step in program.steps]
-    # The kernel evaluates each formula whole, so the scratch arrays of shared subexpressions go unused.
+    updates = {step.operations[0].gradient.name: statement(step.equation).formula for step in program.updates}
+    steps = []
+    for step in program.steps:
+        lines = printer.step_lines(step)
+        if not lines:
+            continue  # an update made as its gradient was summed
+        formula = statement(step.equation).formula
+        if step.target.name in printer.applied:
+            formula = f"{updates[step.target.name]}, with {formula}"
+        steps.append((formula, lines))
+    # The kernel evaluates each formula whole, so the scratch arrays of shared subexpressions go
+    # unused; gradients applied at once need no array either.
     used = {name for step in program.steps for op in step.operations for name in _buffers_read_or_written(op)}
+    used -= set(printer.applied)
     return {"scalars": scalars, "steps": steps, "work": [b for b in program.work if b.name in used]}
 
 
