@@ -59,12 +59,20 @@ def init_params(seed: int | None = None, init: str = "normal") -> Params:
     return params
 
 
+def _real(name: str, value: object) -> Array:
+    """``value`` as an array of real numbers (bool, int or float), or a ValueError saying why not."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an array of real numbers") from None
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers, not {array.dtype}")
+    return array
+
+
 def _batch(name: str, value: Array, rows: int, samples: int | None = None) -> Array:
     """``value`` as a finite float array of shape (rows, samples), or a ValueError saying why not."""
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be numeric") from None
+    array = _real(name, value).astype(np.float64, copy=False)
     expected = f"({rows}, {'m' if samples is None else samples})"
     if (
         array.ndim != 2
@@ -74,21 +82,36 @@ def _batch(name: str, value: Array, rows: int, samples: int | None = None) -> Ar
         raise ValueError(
             f"{name} must have shape {expected} with samples in columns, got {array.shape}"
         )
+    if array.shape[1] == 0:
+        raise ValueError(f"{name} has no samples (no columns)")
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return array
 
 
-def _checked(
-    params: Params, X: Array, Y: Array | None = None
-) -> Array | tuple[Array, Array]:
-    """X (and Y) as checked float arrays; params checked for names and shapes."""
+def _check_params(params: Params) -> None:
+    """Every parameter present, a float array of its shape, and finite."""
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
     for name, shape in PARAM_SHAPES.items():
         if name not in params:
             raise ValueError(f"params lacks {name}")
-        if np.shape(params[name]) != shape:
-            got = np.shape(params[name])
+        value = params[name]
+        if np.shape(value) != shape:
+            got = np.shape(value)
             raise ValueError(f"params[{name!r}] must have shape {shape}, got {got}")
+        kind = getattr(value, "dtype", type(value).__name__)
+        if getattr(kind, "kind", "") != "f":
+            raise ValueError(f"params[{name!r}] must be a float array, got {kind}")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"params[{name!r}] contains NaN or infinite values")
+
+
+def _checked(
+    params: Params, X: Array, Y: Array | None = None
+) -> Array | tuple[Array, Array]:
+    """X (and Y) as checked float arrays; params checked for names, shapes and values."""
+    _check_params(params)
     X = _batch("X", X, LAYERS[0])
     if Y is None:
         return X
@@ -178,6 +201,27 @@ def _train_step(params: Params, X: Array, Y: Array, learning_rate: float) -> Non
 def train_step(params: Params, X: Array, Y: Array, learning_rate: float) -> None:
     """One step of gradient descent on the whole batch; params change in place."""
     _train_step(params, *_checked(params, X, Y), learning_rate)
+
+
+def _settings(epochs: int, rate: float, log_every: int, batch_size: int | None) -> None:
+    """train's arguments, checked before any step (a NaN rate would silently ruin the weights)."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be an integer of at least 0, got {epochs!r}")
+    if not (isinstance(rate, (int, float)) and np.isfinite(rate) and rate > 0):
+        raise ValueError(f"the learning rate must be finite and above 0, got {rate!r}")
+    if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
+        raise ValueError(f"log_every must be an integer above 0, got {log_every!r}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
+
+
+def _still_finite(params: Params, epochs: int) -> None:
+    """After training: every parameter finite, or a FloatingPointError naming the cause."""
+    if not all(np.all(np.isfinite(params[name])) for name in PARAM_NAMES):
+        raise FloatingPointError(
+            f"the parameters became NaN or infinite within {epochs} epochs; "
+            "lower the learning rate"
+        )
 
 
 def _work(m: int) -> tuple[Array, ...]:
@@ -280,10 +324,9 @@ def train(
     on the whole batch. Parameters change in place. Each step is ``_step``, which
     allocates nothing large.
     """
+    _settings(epochs, learning_rate, log_every, batch_size)
     X, Y = _checked(params, X, Y)
     samples = X.shape[1]
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     size = samples if batch_size is None else min(batch_size, samples)
     generator = np.random.default_rng(rng)
     weights = tuple(params[name] for name in PARAM_NAMES)
@@ -306,6 +349,7 @@ def train(
             if len(batch) not in work:
                 work[len(batch)] = _work(len(batch))
             _step(weights, X[:, batch], Y[:, batch], learning_rate, work[len(batch)])
+    _still_finite(params, epochs)
     return logged
 
 
@@ -320,14 +364,27 @@ def save_params(params: Params, path: str, **extra: Array) -> None:
 
 def load_params(path: str) -> Params:
     """The parameters saved by ``save_params`` (or ``symbp train --save``), checked for this network."""
-    with np.load(path) as saved:
+    try:
+        saved = np.load(path)  # pickled objects are refused (allow_pickle is off)
+    except Exception as error:  # noqa: BLE001 -- a damaged file fails in many ways
+        raise ValueError(f"{path} is not a readable .npz file: {error}") from None
+    if not hasattr(saved, "files"):
+        raise ValueError(f"{path} is a single array, not an .npz file of parameters")
+    with saved:
         missing = [name for name in PARAM_NAMES if name not in saved.files]
         if missing:
             raise ValueError(
                 f"{path} lacks {', '.join(missing)}: not saved from this network"
             )
-        params = {name: np.array(saved[name], dtype=np.float64) for name in PARAM_NAMES}
-    _checked(params, np.zeros((LAYERS[0], 1)))
+        try:
+            arrays = {name: saved[name] for name in PARAM_NAMES}
+        except Exception as error:  # noqa: BLE001 -- a damaged member, or an object array
+            raise ValueError(f"{path} cannot be read: {error}") from None
+    params = {
+        name: _real(f"{path}: {name}", value).astype(np.float64)
+        for name, value in arrays.items()
+    }
+    _check_params(params)
     return params
 
 

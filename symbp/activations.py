@@ -7,13 +7,14 @@ already holds a = σ(z) from the forward pass, so σ'(z) = a(1 − a) costs two 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 
 import sympy as sp
 from sympy.codegen.numpy_nodes import logaddexp
 
+from .budget import OverBudget, within
 from .expressions import parse_formula
 from .spec import SpecError
 
@@ -144,25 +145,46 @@ def _function_class(name: str, latex_symbol: str, unicode_symbol: str) -> type[A
     })
 
 
+def _derivative(formula: sp.Expr) -> sp.Expr:
+    """f'(z) by sympy.diff; at a kink SymPy's step is ½, where training code, like PyTorch, takes 0."""
+    derivative = sp.diff(formula, z)
+    return derivative.replace(sp.Heaviside, lambda arg, *h: sp.Heaviside(arg, 0))
+
+
 def _build(name: str, formula: sp.Expr, code_formula: sp.Expr, latex_symbol: str, unicode_symbol: str,
            code_name: str | None = None, custom: bool = False) -> Activation:
-    derivative = sp.diff(formula, z)
-    # At a kink SymPy's step is ½; training code, like PyTorch, takes 0 there.
-    derivative = derivative.replace(sp.Heaviside, lambda arg, *h: sp.Heaviside(arg, 0))
-    if not _same_function(code_formula, formula):
+    if custom:  # the user's formula: every symbolic step within a time budget
+        try:
+            derivative = within(_derivative, formula)
+        except OverBudget as error:
+            raise SpecError(f"bad activation formula {name!r}: SymPy could not differentiate it ({error})") from None
+        in_output = _optional(rewrite_in_output, formula, derivative)
+        log_forms = _optional(_log_forms, formula) or ()
+    else:
+        derivative = _derivative(formula)
+        in_output, log_forms = rewrite_in_output(formula, derivative), _log_forms(formula)
+    if code_formula is not formula and not _same_function(code_formula, formula):
         raise AssertionError(f"code form of {name} differs from its formula")
     activation = Activation(
         name=name,
         formula=formula,
         code_formula=code_formula,
         derivative=derivative,
-        derivative_in_output=rewrite_in_output(formula, derivative),
+        derivative_in_output=in_output,
         function=_function_class(code_name or name, latex_symbol, unicode_symbol),
-        log_forms=_log_forms(formula),
+        log_forms=log_forms,
         custom=custom,
     )
     _ALL.append(activation)
     return activation
+
+
+def _optional(function: Callable, *args: object) -> object:
+    """A rewrite symbp can do without: its result, or None when SymPy runs past the budget."""
+    try:
+        return within(function, *args)
+    except OverBudget:
+        return None
 
 
 def _log_forms(formula: sp.Expr) -> tuple[tuple[sp.Expr, sp.Expr], ...]:
@@ -297,8 +319,9 @@ def _parse_slope(text: str, name: str) -> sp.Rational:
     """A decimal in [0, 1), read as an exact rational without evaluating anything."""
     body = text.strip()
     digits = body.replace(".", "", 1)
-    if not digits.isdigit() or not digits.isascii():
-        raise SpecError(f"bad activation {name!r}: the slope must be a decimal number such as leaky_relu(0.01)")
+    if not digits.isdigit() or not digits.isascii() or len(digits) > 12:
+        raise SpecError(f"bad activation {name[:40]!r}: the slope must be a decimal number of at most 12 digits, "
+                        "such as leaky_relu(0.01)")
     slope = sp.Rational(body)
     if not 0 <= slope < 1:
         raise SpecError(f"bad activation {name!r}: the slope must be at least 0 and below 1")

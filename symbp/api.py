@@ -6,7 +6,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import derive as _derive
-from .files import write_generated
+from .files import write_output
 from .latex import render_latex
 from .network import make_spec
 from .render import render_module
@@ -58,5 +58,5 @@ def generate(layers: str | tuple[int, ...] = "2-2-1", activation: str = "sigmoid
     """
     source = render_module(derive(layers, activation, loss, reduction, ops), backend)
     if output is not None:
-        write_generated(Path(output), source, force)
+        write_output(Path(output), source, force)
     return source

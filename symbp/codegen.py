@@ -115,8 +115,17 @@ class NumpyCodePrinter(NumPyPrinter):
         return f"{self._module_format('numpy.heaviside')}({self._print(expr.args[0])}, {at_zero!r})"
 
     def _print_Max(self, expr: sp.Max) -> str:
-        left, right = expr.args
-        return f"{self._module_format('numpy.maximum')}({self._print(left)}, {self._print(right)})"
+        return self._fold("numpy.maximum", expr.args)
+
+    def _print_Min(self, expr: sp.Min) -> str:
+        return self._fold("numpy.minimum", expr.args)
+
+    def _fold(self, ufunc: str, args: tuple) -> str:
+        """np.maximum(a, np.maximum(b, c)): a binary ufunc over any number of arguments."""
+        first, *rest = args
+        if not rest:
+            return self._print(first)
+        return f"{self._module_format(ufunc)}({self._print(first)}, {self._fold(ufunc, tuple(rest))})"
 
     def _print_Piecewise(self, expr: sp.Piecewise) -> str:
         (value, condition), (otherwise, _) = expr.args

@@ -31,6 +31,7 @@ from .algebra import (
     Quantity,
     entry,
 )
+from .budget import OverBudget, within
 from .losses import Loss, get_loss
 from .ops import (
     AFTER_ACTIVATION,
@@ -208,13 +209,31 @@ def derive_spec(spec: NetworkSpec) -> Derivation:
 
 
 def _fused(value_: sp.Basic) -> sp.Basic:
-    """An elementwise product offered to SymPy to cancel (sigmoid with bce gives a − y)."""
+    """An elementwise product offered to SymPy to cancel (sigmoid with bce gives a − y).
+
+    With a formula the user wrote in it, SymPy gets a time budget and, past it, the product
+    stays as it is.
+    """
     if isinstance(value_, sp.HadamardProduct) and all(isinstance(arg, Elementwise) for arg in value_.args):
         factors = [arg.expr for arg in value_.args]
-        simplified = sp.factor(sp.cancel(sp.Mul(*factors)))
+        product = sp.Mul(*factors)
+        try:
+            simplified = within(_cancel, product) if _has_custom(product) else _cancel(product)
+        except OverBudget:
+            return value_
         if sp.count_ops(simplified) < sum(sp.count_ops(f) for f in factors):
             return Elementwise(simplified, *value_.shape)
     return value_
+
+
+def _cancel(expr: sp.Expr) -> sp.Expr:
+    return sp.factor(sp.cancel(expr))
+
+
+def _has_custom(expr: sp.Expr) -> bool:
+    """Whether expr may hold a formula the user wrote: the built-ins' derivatives are polynomials
+    in a, steps and exp, which SymPy cancels at once."""
+    return any(not isinstance(f, (sp.Heaviside, sp.Piecewise, sp.exp)) for f in expr.atoms(sp.Function))
 
 
 def _output_delta(d: Derivation, incoming: Backward, f_out: Activation) -> OutputDelta:

@@ -18,8 +18,9 @@ from .spec import SpecError
 z = sp.Symbol("z", real=True)
 
 MAX_LENGTH = 200
-MAX_LITERAL = 10**6
-MAX_NUMERIC_EXPONENT = 16
+MAX_LITERAL = 10**6  # every number in a formula, as written or as computed from numbers
+MAX_NUMERIC_EXPONENT = 16  # z**16 is allowed, z**17 and 2**17 are not
+MAX_DEPTH = 10  # operations and calls nested in one another
 
 
 def _sigmoid(x: sp.Expr) -> sp.Expr:
@@ -76,6 +77,8 @@ def parse_formula(text: str) -> sp.Expr:
         tree = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise SpecError(f"bad activation {text!r}: not a formula in z such as z/(1+exp(-z))") from None
+    if _depth(tree.body) > MAX_DEPTH:
+        raise SpecError(f"bad activation formula {text!r}: nested more than {MAX_DEPTH} deep")
     try:
         expr = _Reader(text).read(tree.body)
     except RecursionError:
@@ -85,6 +88,14 @@ def parse_formula(text: str) -> sp.Expr:
     if expr.has(sp.I, sp.zoo, sp.oo, sp.nan):
         raise SpecError(f"bad activation formula {text!r}: it is not a finite real formula")
     return expr
+
+
+def _depth(node: ast.AST) -> int:
+    """How deeply operations and calls nest (a name or a number is 0)."""
+    children = [child for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr)]
+    if not children:
+        return 0
+    return 1 + max(_depth(child) for child in children)
 
 
 class _Reader:
@@ -129,18 +140,27 @@ class _Reader:
         if combine is None:
             raise self.refuse(f"the operator {type(node.op).__name__} is not allowed")
         left, right = self.read(node.left), self.read(node.right)
-        if isinstance(node.op, ast.Pow) and left.is_number and right.is_number \
-                and not abs(right) <= MAX_NUMERIC_EXPONENT:
-            raise self.refuse(f"a numeric power above {MAX_NUMERIC_EXPONENT}")
+        if isinstance(node.op, ast.Pow) and right.is_number and not abs(right) <= MAX_NUMERIC_EXPONENT:
+            raise self.refuse(f"a power above {MAX_NUMERIC_EXPONENT}")
         if isinstance(node.op, ast.Div) and right == 0:
             raise self.refuse("division by zero")
-        return combine(left, right)
+        # Decide a power's size before computing it: 15**16 has 19 digits, and the next power 300.
+        if isinstance(node.op, ast.Pow) and left.is_Number and right.is_Number \
+                and abs(right) * sp.log(abs(left) or 1, 10) > 6:
+            raise self.refuse(f"a number larger than {MAX_LITERAL}")
+        result = combine(left, right)
+        if result.is_Number and not abs(result) <= MAX_LITERAL:
+            raise self.refuse(f"a number larger than {MAX_LITERAL}")
+        return result
 
     def read_Call(self, node: ast.Call) -> sp.Expr:
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
             name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
             raise self.refuse(f"unknown function {name!r}")
         function, arity = FUNCTIONS[node.func.id]
-        if node.keywords or len(node.args) != arity:
-            raise self.refuse(f"{node.func.id} takes {arity} argument{'s' if arity > 1 else ''}")
+        # Max and Min take two or more (SymPy writes Max(z, Max(1, -z)) as Max(1, -z, z)).
+        fits = len(node.args) >= arity if arity == 2 else len(node.args) == arity
+        if node.keywords or not fits:
+            many = "2 or more arguments" if arity == 2 else "1 argument"
+            raise self.refuse(f"{node.func.id} takes {many}")
         return function(*(self.read(arg) for arg in node.args))

@@ -46,31 +46,58 @@ def write_atomically(path: str | Path, text: str) -> None:
         stream.write(text)
 
 
-def is_generated(path: Path) -> bool:
-    """Whether the file starts like a module symbp generated."""
+# The first lines of what symbp writes: (line number, how it starts), all of which must match.
+HEADERS = (
+    ((0, '"""Backpropagation for the network '), (2, f"{GENERATED_MARKER} ")),  # a module
+    ((0, "% Backpropagation derived by symbp for "),),  # derive --format latex
+    ((0, f"% {GENERATED_MARKER} "),),  # derive --format tex
+    ((0, "# Backpropagation for the network "), (2, "This derivation was produced by symbp ")),  # markdown
+)
+HEAD_BYTES = 4096
+
+
+def head(path: str | Path, lines: int = 10) -> list[str]:
+    """The first lines of a regular file, reading at most HEAD_BYTES (never a device or a pipe)."""
+    target = Path(path)
+    if not target.is_file():
+        raise SpecError(f"cannot read {str(target)!r}: not a regular file")
     try:
-        head = path.read_text(encoding="utf-8", errors="replace")[:2000]
-    except OSError:
+        with open(target, "rb") as stream:
+            text = stream.read(HEAD_BYTES).decode("utf-8", errors="replace")
+    except OSError as error:
+        raise SpecError(f"cannot read {str(target)!r}: {error.strerror or error}") from None
+    return text.splitlines()[:lines]
+
+
+def is_generated(path: Path) -> bool:
+    """Whether the file starts with a header symbp writes (a phrase further down does not count)."""
+    try:
+        first = head(path, 3)
+    except SpecError:
         return False
-    return GENERATED_MARKER in head
+    return any(all(len(first) > line and first[line].startswith(start) for line, start in header)
+               for header in HEADERS)
 
 
 def writable(path: str | Path) -> Path:
-    """``path`` as a file that can be created: its folder exists and it is not itself a folder."""
+    """``path`` as a regular file that can be created or replaced: its folder exists, and it is
+    not a folder, a device or a pipe."""
     target = Path(path)
     if target.is_dir():
         raise SpecError(f"cannot write {str(target)!r}: it is a folder; give a file name")
     if not target.parent.is_dir():
         raise SpecError(f"cannot write {str(target)!r}: folder {str(target.parent)!r} does not exist")
+    if target.exists() and not target.is_file():
+        raise SpecError(f"cannot write {str(target)!r}: not a regular file")
     return target
 
 
-def write_generated(path: Path, source: str, force: bool = False) -> None:
-    """Write a generated module; a file symbp did not generate is only replaced with ``force``."""
-    writable(path)
-    if path.exists() and not force and not is_generated(path):
-        raise SpecError(f"refusing to overwrite {str(path)!r}: symbp did not generate it (use --force)")
+def write_output(path: str | Path, text: str, force: bool = False) -> None:
+    """Write what symbp made; a file symbp did not write is only replaced with ``force``."""
+    target = writable(path)
+    if target.exists() and not force and not is_generated(target):
+        raise SpecError(f"refusing to overwrite {str(target)!r}: symbp did not write it (use --force)")
     try:
-        write_atomically(path, source)
+        write_atomically(target, text)
     except OSError as error:
-        raise SpecError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
+        raise SpecError(f"cannot write {str(target)!r}: {error.strerror or error}") from None

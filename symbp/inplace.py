@@ -224,6 +224,12 @@ class InPlacePrinter(OperationPrinter):
     def _into_Application(self, expr: sp.Function, out: str) -> list[str] | None:
         if type(expr) in _UNARY and len(expr.args) == 1:
             return self._unary(_UNARY[type(expr)], expr.args[0], out)
+        if type(expr) in (sp.Max, sp.Min) and len(expr.args) > 2:  # folded: max(max(a, b), c)
+            first, *rest = expr.args
+            lines = self.into(first, out)
+            for arg in rest:
+                lines.append(f"np.{_BINARY[type(expr)]}({out}, {self.operand(arg, lines)}, out={out})")
+            return lines
         if type(expr) in _BINARY and len(expr.args) == 2:
             left, right = expr.args
             lines: list[str] = []

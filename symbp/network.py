@@ -10,8 +10,9 @@ from .spec import (
     NetworkSpec,
     SpecError,
     check_combination,
-    parse_layers,
+    layers_from,
     parse_op,
+    require_text,
     split_activations,
 )
 
@@ -19,17 +20,24 @@ from .spec import (
 def make_spec(layers: str | tuple[int, ...], activation: str = "sigmoid", loss: str = "half_se",
               reduction: str = "sum", ops: tuple[str | tuple[str, int], ...] = ()) -> NetworkSpec:
     """Build and check a NetworkSpec; ``ops`` names registered ops as ``"NAME:LAYER"`` or (NAME, LAYER)."""
-    widths = parse_layers(layers) if isinstance(layers, str) else tuple(int(w) for w in layers)
-    if len(widths) < 2 or any(w < 1 for w in widths):
-        raise SpecError(f"bad layers {widths!r}: need at least two positive widths")
+    widths = layers_from(layers)
+    activation, loss, reduction = (require_text(name, value) for name, value in
+                                   (("activation", activation), ("loss", loss), ("reduction", reduction)))
     if loss not in LOSSES:
         raise SpecError(f"unknown loss {loss!r}: choose one of {', '.join(LOSSES)}")
     if reduction not in REDUCTIONS:
         raise SpecError(f"unknown reduction {reduction!r}: choose sum or mean")
     names = tuple(canonical_name(name) for name in split_activations(activation, len(widths) - 1))
     inserted = []
+    if isinstance(ops, str):
+        ops = (ops,)
     for item in ops:
-        name, layer = parse_op(item) if isinstance(item, str) else (str(item[0]), int(item[1]))
+        if isinstance(item, str):
+            name, layer = parse_op(item)
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and type(item[1]) is int:
+            name, layer = item
+        else:
+            raise SpecError(f"bad op {item!r:.60}: give 'NAME:LAYER' or (NAME, LAYER)")
         if name not in REGISTRY:
             known = ", ".join(sorted(REGISTRY)) or "none registered"
             raise SpecError(f"unknown op {name!r}: registered ops are {known}")

@@ -7,7 +7,6 @@ from types import ModuleType
 
 import numpy as np
 
-from .files import atomic_path
 from .spec import SpecError
 
 
@@ -20,7 +19,8 @@ def require_matplotlib() -> None:
 
 
 def plot_training(path: str | Path, module: ModuleType, fit, data, title: str) -> None:
-    """Write a PNG: the loss curve, beside the decision surface when the data has two inputs."""
+    """Write a PNG to ``path`` (the caller makes it atomic): the loss curve, beside the decision
+    surface when the data has two inputs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,8 +42,7 @@ def plot_training(path: str | Path, module: ModuleType, fit, data, title: str) -
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     try:
-        with atomic_path(path, suffix=".png") as temp:
-            figure.savefig(temp, dpi=110, format="png")
+        figure.savefig(path, dpi=110, format="png")
     finally:
         plt.close(figure)
 

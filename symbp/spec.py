@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 LOSSES = ("half_se", "bce", "cross_entropy")
 REDUCTIONS = ("sum", "mean")
+MAX_WIDTH = 100_000
+MAX_WIDTHS = 101  # an input and at most 100 weight layers
 
 
 class SpecError(ValueError):
@@ -54,17 +56,44 @@ def parse_layers(text: str) -> tuple[int, ...]:
     if not isinstance(text, str) or not text.strip():
         raise SpecError(f"bad --layers {text!r}: expected widths joined by '-', e.g. 2-2-1")
     parts = text.strip().split("-")
+    shown = text if len(text) <= 60 else text[:57] + "..."
     if len(parts) < 2:
-        raise SpecError(f"bad --layers {text!r}: need at least an input and an output width, e.g. 2-2-1")
+        raise SpecError(f"bad --layers {shown!r}: need at least an input and an output width, e.g. 2-2-1")
+    if len(parts) > MAX_WIDTHS:
+        raise SpecError(f"bad --layers {shown!r}: {len(parts) - 1} weight layers; at most {MAX_WIDTHS - 1}")
     widths = []
     for part in parts:
-        if not part.isdigit() or not part.isascii():
-            raise SpecError(f"bad --layers {text!r}: {part!r} is not a positive integer width")
-        width = int(part)
-        if width < 1 or width > 100_000:
-            raise SpecError(f"bad --layers {text!r}: width {part} must be between 1 and 100000")
-        widths.append(width)
+        if not part.isdigit() or not part.isascii() or len(part) > 6:
+            raise SpecError(f"bad --layers {shown!r}: {part[:20]!r} is not a positive integer width")
+        widths.append(check_width(int(part), shown))
     return tuple(widths)
+
+
+def check_width(width: int, shown: str) -> int:
+    """A width between 1 and MAX_WIDTH, or the command line's error."""
+    if width < 1 or width > MAX_WIDTH:
+        raise SpecError(f"bad --layers {shown!r}: width {width} must be between 1 and {MAX_WIDTH}")
+    return width
+
+
+def layers_from(value: object) -> tuple[int, ...]:
+    """What the API takes for layers, checked as the command line checks it: '2-2-1' or (2, 2, 1)."""
+    if isinstance(value, str):
+        return parse_layers(value)
+    if isinstance(value, (tuple, list)) and value and all(type(w) is int for w in value):
+        if len(value) < 2:
+            raise SpecError(f"bad layers {tuple(value)!r}: need at least an input and an output width, e.g. 2-2-1")
+        if len(value) > MAX_WIDTHS:
+            raise SpecError(f"bad layers: {len(value) - 1} weight layers; at most {MAX_WIDTHS - 1}")
+        return tuple(check_width(w, "-".join(map(str, value))) for w in value)
+    raise SpecError(f"bad layers {value!r:.60}: give widths as a string such as '2-2-1' or a list of integers")
+
+
+def require_text(name: str, value: object) -> str:
+    """The API's string options (activation, loss, reduction) are strings, as on the command line."""
+    if not isinstance(value, str):
+        raise SpecError(f"bad {name} {value!r:.60}: expected a string")
+    return value
 
 
 def split_activations(text: str, depth: int) -> tuple[str, ...]:

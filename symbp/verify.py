@@ -25,6 +25,8 @@ from .algebra import Elementwise, SampleSum, Softmax, UnitSum
 from .derive import Derivation, m
 
 MAX_PROOF_PARAMS = 200
+MAX_PROOF_DEPTH = 8  # the expanded loss nests one activation per layer
+MAX_PROOF_SAMPLES = 4
 SIMPLIFY_MAX_OPS = 150
 SYMBOLIC_SECONDS = 3.0  # per entry; beyond it the 50-digit comparison decides
 _KINKS = (sp.Heaviside, sp.Piecewise, sp.Max, sp.Min, sp.sign, sp.Abs)
@@ -230,6 +232,11 @@ def verify(d: Derivation, samples: int = 1, seed: int = 0) -> VerifyReport:
     if count > MAX_PROOF_PARAMS:
         raise ValueError(f"the proof expands every weight; {count} parameters is too many "
                          f"(at most {MAX_PROOF_PARAMS}); verify a smaller network of the same shape")
+    if d.spec.depth > MAX_PROOF_DEPTH:
+        raise ValueError(f"the proof expands the whole loss; {d.spec.depth} layers is too deep "
+                         f"(at most {MAX_PROOF_DEPTH}); verify a shallower network with the same layers")
+    if type(samples) is not int or not 1 <= samples <= MAX_PROOF_SAMPLES:
+        raise ValueError(f"samples must be an integer from 1 to {MAX_PROOF_SAMPLES}, got {samples!r}")
     env = explicit_environment(d, samples)
     for equation in (*d.forward, *d.backward, *d.gradients):
         env[equation.lhs.name] = evaluate(equation.computed, env)

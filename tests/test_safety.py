@@ -51,7 +51,7 @@ def test_a_long_formula_is_refused_before_parsing():
 
 
 def test_huge_numbers_are_refused():
-    with pytest.raises(ValueError, match="numeric power"):
+    with pytest.raises(ValueError, match="a power above 16|larger than 1000000"):
         symbp.derive("2-2-1", "z*9**9**9")
 
 
@@ -97,7 +97,7 @@ def test_inputs_are_checked_before_computing(xor_module):
         (X, np.zeros((1, 3)), r"Y must have shape \(1, 4\)"),
         (np.zeros((3, 4)), np.zeros((1, 4)), r"X must have shape \(2, m\)"),
         (np.array([[np.nan, 0, 0, 0], [0, 0, 0, 0]]), np.zeros((1, 4)), "NaN or infinite"),
-        (np.array([["a", "b"], ["c", "d"]]), np.zeros((1, 2)), "numeric"),
+        (np.array([["a", "b"], ["c", "d"]]), np.zeros((1, 2)), "real numbers"),
     ]
     for X_bad, Y_bad, message in cases:
         with pytest.raises(ValueError, match=message):

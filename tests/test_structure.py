@@ -8,7 +8,7 @@ import symbp
 PACKAGE = Path(symbp.__file__).resolve().parent
 # The layers, bottom to top: a module may import only from its own layer or those below it.
 LAYERS = [
-    {"spec", "version"},
+    {"spec", "version", "budget"},
     {"expressions", "activations", "losses", "algebra"},
     {"ops", "network"},
     {"derive"},

@@ -1,0 +1,64 @@
+"""Time budgets for symbolic work on what a user typed.
+
+SymPy's simplify, solve and factor can run for minutes (or for ever) on a short formula.
+Every such step on user input runs here: in a forked child that is killed when its budget
+is spent, so the command always finishes. A step whose result is optional (rewriting f' in
+the activation's output) goes on without it; a step that is needed becomes a one-line error
+naming the formula and the step.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+# Seconds one symbolic step on user input may take (SYMBP_BUDGET overrides, e.g. for a slow machine).
+SECONDS = float(os.environ.get("SYMBP_BUDGET", "5"))
+
+
+class OverBudget(Exception):
+    """A symbolic step did not finish within its budget."""
+
+
+def within(function: Callable[..., T], *args: object, seconds: float | None = None) -> T:
+    """``function(*args)`` computed in a child process that is stopped after ``seconds``.
+
+    The result must pickle (SymPy expressions do). Where fork is missing, it runs here, unbounded.
+    """
+    limit = SECONDS if seconds is None else seconds
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return function(*args)
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_run, args=(function, args, sender), daemon=True)
+    child.start()
+    sender.close()
+    try:
+        if not receiver.poll(limit):
+            raise OverBudget(f"gave up after {limit:g} s")
+        ok, value = receiver.recv()
+    except EOFError:  # the child died (out of memory, a crash in a C library)
+        raise OverBudget("the computation failed") from None
+    finally:
+        child.kill()
+        child.join()
+        receiver.close()
+    if not ok:
+        raise value
+    return value
+
+
+def _run(function: Callable, args: tuple, sender) -> None:
+    try:
+        result = (True, function(*args))
+    except Exception as error:  # noqa: BLE001 -- whatever went wrong is the parent's to raise
+        result = (False, error)
+    try:
+        sender.send(result)
+    except Exception as error:  # noqa: BLE001 -- a result that does not pickle
+        sender.send((False, RuntimeError(f"unpicklable result: {error}")))
+    sender.close()
