@@ -302,7 +302,8 @@ def test_a_signal_during_train_is_a_short_exit(sig, status, message, tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "symbp", "train", "--epochs", "100000000", "--log-every",
                                 "100000000"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    time.sleep(4)
+    assert process.stdout.readline().startswith("training ")  # training has begun
+    time.sleep(0.5)
     process.send_signal(sig)
     _out, err = process.communicate(timeout=30)
     assert process.returncode == status, err
