@@ -67,3 +67,11 @@ def test_cross_entropy_proof_needs_the_targets_to_sum_to_one():
     d.output_delta = type(d.output_delta)(*d.output_delta.__dict__.values())
     object.__setattr__(d.output_delta, "assumption", None)
     assert not d.verify().ok
+
+
+def test_the_report_is_the_same_every_time():
+    """Which entries are decided symbolically is a fixed rule, not a race against the clock."""
+    d = derive("2-2-2", "softplus", "half_se")
+    first, second = d.verify(), d.verify()
+    assert [c.method for c in first.checks] == [c.method for c in second.checks]
+    assert {c.param for c in first.checks if c.method == "numeric"} == {"W1", "b1"}  # over 150 operations
