@@ -153,13 +153,8 @@ def _derivative(formula: sp.Expr) -> sp.Expr:
 
 def _build(name: str, formula: sp.Expr, code_formula: sp.Expr, latex_symbol: str, unicode_symbol: str,
            code_name: str | None = None, custom: bool = False) -> Activation:
-    if custom:  # the user's formula: every symbolic step within a time budget
-        try:
-            derivative = within(_derivative, formula)
-        except OverBudget as error:
-            raise SpecError(f"bad activation formula {name!r}: SymPy could not differentiate it ({error})") from None
-        in_output = _optional(rewrite_in_output, formula, derivative)
-        log_forms = _optional(_log_forms, formula) or ()
+    if custom:  # the user's formula: every symbolic step within a time budget, once per formula
+        derivative, in_output, log_forms = _custom_calculus(name, formula)
     else:
         derivative = _derivative(formula)
         in_output, log_forms = rewrite_in_output(formula, derivative), _log_forms(formula)
@@ -262,6 +257,20 @@ def _activation(name: str, index: int) -> Activation:
 # What generated code can compute: NumPy has each of these, and numba compiles them.
 COMPUTABLE = (sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.sinh, sp.cosh, sp.tanh, sp.atan, sp.asinh, sp.Abs,
               sp.sign, sp.Heaviside, sp.Max, sp.Min, sp.Piecewise, logaddexp)
+
+
+@cache
+def _custom_calculus(text: str, formula: sp.Expr) -> tuple[sp.Expr, sp.Expr | None, tuple]:
+    """f'(z), its form in a (or None) and the stable log forms of a formula, each step on a budget.
+
+    Cached by the formula alone: the same formula numbered f₁ in one network and f₂ in another
+    is derived once.
+    """
+    try:
+        derivative = within(_derivative, formula)
+    except OverBudget as error:
+        raise SpecError(f"bad activation formula {text!r}: SymPy could not differentiate it ({error})") from None
+    return derivative, _optional(rewrite_in_output, formula, derivative), _optional(_log_forms, formula) or ()
 
 
 def _custom(text: str, index: int) -> Activation:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .activations import canonical_name
+from .activations import canonical_name, get_activation
 from .ops import REGISTRY
 from .spec import (
     LOSSES,
@@ -17,6 +17,17 @@ from .spec import (
 )
 
 
+def _checked_activation(text: str) -> str:
+    """The canonical name of an activation, derived once here so that any error names the
+    formula as the user wrote it, not as SymPy rewrote it (Max(z, Max(1, -z)) is Max(1, -z, z))."""
+    name = canonical_name(text)
+    try:
+        get_activation(name)
+    except SpecError as error:
+        raise SpecError(str(error).replace(repr(name), repr(text))) from None
+    return name
+
+
 def make_spec(layers: str | tuple[int, ...], activation: str = "sigmoid", loss: str = "half_se",
               reduction: str = "sum", ops: tuple[str | tuple[str, int], ...] = ()) -> NetworkSpec:
     """Build and check a NetworkSpec; ``ops`` names registered ops as ``"NAME:LAYER"`` or (NAME, LAYER)."""
@@ -27,7 +38,7 @@ def make_spec(layers: str | tuple[int, ...], activation: str = "sigmoid", loss: 
         raise SpecError(f"unknown loss {loss!r}: choose one of {', '.join(LOSSES)}")
     if reduction not in REDUCTIONS:
         raise SpecError(f"unknown reduction {reduction!r}: choose sum or mean")
-    names = tuple(canonical_name(name) for name in split_activations(activation, len(widths) - 1))
+    names = tuple(_checked_activation(name) for name in split_activations(activation, len(widths) - 1))
     inserted = []
     if isinstance(ops, str):
         ops = (ops,)
