@@ -38,25 +38,26 @@ class Derivation(_derive.Derivation):
 
 
 def derive(layers: str | tuple[int, ...] = "2-2-1", activation: str = "sigmoid", loss: str = "half_se",
-           reduction: str = "sum", ops: tuple = ()) -> Derivation:
+           reduction: str = "sum", ops: tuple = (), l2: str | float = "") -> Derivation:
     """Derive backpropagation for a network; ``.latex()`` prints it, ``.verify()`` proves it.
 
-    ``ops`` inserts registered ops (:func:`symbp.ops.register`), e.g. ``ops=["scale:1"]``.
+    ``ops`` inserts registered ops (:func:`symbp.ops.register`), e.g. ``ops=["scale:1"]``;
+    ``l2`` adds the weight penalty ½λ Σ‖W⁽ˡ⁾‖² (weights, not biases) with λ = l2, e.g. ``"0.01"``.
     """
-    derived = _derive.derive_spec(make_spec(layers, activation, loss, reduction, ops))
+    derived = _derive.derive_spec(make_spec(layers, activation, loss, reduction, ops, l2))
     return Derivation(**{f.name: getattr(derived, f.name) for f in fields(derived)})
 
 
 def generate(layers: str | tuple[int, ...] = "2-2-1", activation: str = "sigmoid", loss: str = "half_se",
              reduction: str = "sum", output: str | Path | None = None, force: bool = False,
-             backend: str = "numpy", ops: tuple = ()) -> str:
+             backend: str = "numpy", ops: tuple = (), l2: str | float = "") -> str:
     """The training module's source; written to ``output`` when given.
 
     ``backend="numba"`` adds a training loop that numba compiles (numba is then needed to import it).
 
     An existing file that symbp did not generate is only replaced with ``force=True``.
     """
-    source = render_module(derive(layers, activation, loss, reduction, ops), backend)
+    source = render_module(derive(layers, activation, loss, reduction, ops, l2), backend)
     if output is not None:
         write_output(Path(output), source, force)
     return source

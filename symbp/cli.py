@@ -47,6 +47,8 @@ def _network_options(parser: argparse.ArgumentParser, required: bool = True) -> 
                         help=f"one for all layers or one per layer, comma-separated: {', '.join(activation_names())}")
     parser.add_argument("--loss", default="half_se", help=f"one of {', '.join(LOSSES)}")
     parser.add_argument("--reduction", default="sum", help=f"over the samples: {' or '.join(REDUCTIONS)}")
+    parser.add_argument("--l2", default="", metavar="LAMBDA",
+                        help="add the weight penalty ½λ Σ‖W‖² (weights, not biases) with this λ, e.g. 0.01")
     parser.add_argument("--op", action="append", default=[], metavar="NAME:LAYER",
                         help="insert a registered op into a layer (symbp.ops.register), e.g. scale:1; repeatable")
 
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation", help="default per data set (xor sigmoid, digits tanh,softmax, ...)")
     p.add_argument("--loss", help=f"one of {', '.join(LOSSES)}; default per data set")
     p.add_argument("--reduction", help=f"{' or '.join(REDUCTIONS)}; default per data set")
+    p.add_argument("--l2", help="the weight penalty's λ (½λ Σ‖W‖², weights only); default none")
     p.add_argument("--module", help="a generated module to train (default: generate one for --layers)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--learning-rate", type=float)
@@ -123,7 +126,7 @@ def _fail(message: str) -> int:
 def _derive(args: argparse.Namespace) -> int:
     from .document import render
 
-    derivation = derive(args.layers, args.activation, args.loss, args.reduction, args.op)
+    derivation = derive(args.layers, args.activation, args.loss, args.reduction, args.op, args.l2)
     report = derivation.verify() if args.verify else None
     text = render(derivation, args.format, report)
     if report is not None and args.format == "latex":
@@ -144,7 +147,7 @@ def _generate(args: argparse.Namespace) -> int:
     if args.layers is None or args.output is None:
         raise SpecError("generate needs --layers and -o PATH (or --check PATH...)")
     generate(args.layers, args.activation, args.loss, args.reduction, output=args.output, force=args.force,
-             backend=args.backend, ops=args.op)
+             backend=args.backend, ops=args.op, l2=args.l2)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
@@ -168,7 +171,7 @@ def regenerate(path: str) -> tuple[list[str], str]:
     recorded = header_options(path)
     spec = options.parse_args(recorded)
     return recorded, generate(spec.layers, spec.activation, spec.loss, spec.reduction, backend=spec.backend,
-                              ops=spec.op)
+                              ops=spec.op, l2=spec.l2)
 
 
 def _body(path: str) -> str:
@@ -207,7 +210,7 @@ def _train(args: argparse.Namespace) -> int:
         raise SpecError(f"--learning-rate must be a finite number above 0, got {learning_rate}")
     if args.seed < 0:
         raise SpecError(f"--seed must be at least 0, got {args.seed}")
-    given = [f"--{name.replace('_', '-')}" for name in ("layers", "activation", "loss", "reduction")
+    given = [f"--{name.replace('_', '-')}" for name in ("layers", "activation", "loss", "reduction", "l2")
              if getattr(args, name) is not None]
     if args.module and given:
         raise SpecError(f"--module trains the network its header names; drop {' '.join(given)}")
@@ -227,7 +230,8 @@ def _train(args: argparse.Namespace) -> int:
         layers = args.layers or defaults.layers
         _check_size(layers)
         module = module_for(generate(layers, args.activation or defaults.activation,
-                                     args.loss or defaults.loss, args.reduction or defaults.reduction))
+                                     args.loss or defaults.loss, args.reduction or defaults.reduction,
+                                     l2=args.l2 or ""))
     network = "-".join(map(str, module.LAYERS))
     setting = f"{epochs} epochs, learning rate {learning_rate}"
     if args.seeds is not None:

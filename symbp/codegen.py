@@ -22,7 +22,7 @@ from .ops import fan_in_start
 from .program import Program
 from .version import __version__
 
-_CODE_NAMES = {"y": "Y", "alpha": "learning_rate"}
+_CODE_NAMES = {"y": "Y", "alpha": "learning_rate", "lambda": "L2"}
 
 
 class NumpyCodePrinter(NumPyPrinter):
@@ -433,6 +433,9 @@ def module_context(program: Program) -> dict:
         "gradients": [line for s in program.gradients for line in statements(s.equation)],
         "updates": [statement(s.equation, param_updates) for s in program.updates],
         "learning_rate": _CODE.doprint(alpha),
+        "l2": d.spec.l2,
+        "weights_literal": _tuple(tuple(W.name for W in d.penalty.params), "WEIGHTS") if d.penalty else "",
+        "penalty_formula": _COMMENT.doprint(d.penalty.entry(sp.Symbol("i"))) if d.penalty else "",
     }
 
 

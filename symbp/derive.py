@@ -43,8 +43,10 @@ from .ops import (
     Factor,
     LossOp,
     Op,
+    PenaltyOp,
     SoftmaxOp,
     gradient,
+    i,
     m,
     param,
     value,
@@ -125,6 +127,7 @@ class Derivation:
     updates: tuple[Equation, ...] = ()
     activation_equations: tuple[tuple[Activation, Equation, Equation, Equation | None], ...] = ()
     loss_code: sp.Expr | None = None  # ℓ in the output's entries, with logs taken stably from z
+    penalty: PenaltyOp | None = None  # ½λ Σ‖W‖² with --l2 λ
     recurrence: tuple[Equation, ...] = ()  # the same backward pass for any depth, in l
 
     @property
@@ -178,7 +181,10 @@ def derive_spec(spec: NetworkSpec) -> Derivation:
     d.params = tuple(param for op in ops for param in op.params)
     d.activation_equations = tuple(_activation_equations(f) for f in dict.fromkeys(activations) if f.elementwise)
     d.forward = tuple(Equation(op.output, op.forward()) for op in ops[:-1])
-    d.loss_equation = Equation(L, loss_op.definition())
+    if spec.l2:
+        weights = tuple(layer.W for layer in layers)
+        d.penalty = PenaltyOp(value("P", "", 1, "P"), (), weights, "weight penalty")
+    d.loss_equation = Equation(L, loss_op.definition() + (d.penalty.entry(i) if d.penalty else 0))
     d.loss_code = _loss_code(d)
 
     # The chain rule, backwards: ∂L/∂(output of op) → ∂L/∂(its inputs and parameters).
@@ -200,6 +206,10 @@ def derive_spec(spec: NetworkSpec) -> Derivation:
                 gradients.append(Equation(gradient(wrt), result.value))
             elif wrt.kind != INPUT:
                 pending[wrt] = result
+    if d.penalty is not None:  # the penalty's gradient joins the weights' own: δ aᵀ + λ W
+        extra = d.penalty.gradients()
+        gradients = [Equation(e.lhs, sp.MatAdd(e.rhs, extra[e.lhs.of])) if e.lhs.of in extra else e
+                     for e in gradients]
     d.backward = tuple(backward)
     d.gradients = tuple(gradients)
     d.updates = tuple(Equation(g.lhs.of, alpha * g.lhs, alpha * g.rhs, relation="-=") for g in gradients)

@@ -81,6 +81,7 @@ def document_context(d: Derivation) -> dict:
         "loss": d.spec.loss,
         "loss_title": d.loss.title,
         "reduction": d.spec.reduction,
+        "l2": d.spec.l2,
         "activations": activations,
         "softmax": not d.activations[-1].elementwise,
         "sections": found,

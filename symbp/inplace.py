@@ -61,6 +61,7 @@ class InPlacePrinter(OperationPrinter):
         super().__init__()
         self.program = program
         self._owner = ""
+        self._out: Buffer | None = None
 
     # -- operations ----------------------------------------------------------------------------
     def _print_Gemm(self, op: Gemm) -> list[str]:
@@ -72,7 +73,7 @@ class InPlacePrinter(OperationPrinter):
         return [f"{op.out.name} += {op.bias.name}"]
 
     def _print_Apply(self, op: Apply) -> list[str]:
-        self._owner = op.out.name
+        self._owner, self._out = op.out.name, op.out
         lines: list[str] = []
         for scratch, value in op.shared:
             lines += self.into(value, scratch)
@@ -83,6 +84,9 @@ class InPlacePrinter(OperationPrinter):
         rest = op.code / itself
         if isinstance(op.code, sp.Mul) and not rest.has(itself):  # out ⊙ (…): scale out in place
             return lines + [f"{op.out.name} *= {self.operand(rest, lines)}"]
+        rest = op.code - itself
+        if isinstance(op.code, sp.Add) and not rest.has(itself):  # out + (…): add to out in place
+            return lines + [f"{op.out.name} += {self.operand(rest, lines)}"]
         scratch = self.operand(op.code, lines)  # computed apart, as it reads what it overwrites
         return lines + [f"np.copyto({op.out.name}, {scratch})"]
 
@@ -129,7 +133,8 @@ class InPlacePrinter(OperationPrinter):
         """expr as a ufunc argument: itself when a leaf, else computed into a new scratch array."""
         if _is_leaf(expr):
             return self.leaf(expr)
-        scratch = self.program.scratch(f"{self._owner}_t", self.rows_of(expr))
+        fixed = self._out is not None and not self._out.per_sample  # scratch shaped like the array it feeds
+        scratch = self.program.scratch(f"{self._owner}_t", self.rows_of(expr), self._out.cols if fixed else None)
         lines += self.into(expr, scratch)
         return scratch.name
 

@@ -46,6 +46,11 @@ class BackpropLatexPrinter(LatexPrinter):
         indices = "".join(self._print(index) for index in expr.indices)
         return f"{self._print(expr.base)}_{{{indices}}}"
 
+    def _print_Pow(self, expr: sp.Pow) -> str:
+        if isinstance(expr.base, sp.Indexed):  # (W^{(1)}_{rc})^{2}: no double superscript
+            return rf"\left({self._print(expr.base)}\right)^{{{self._print(expr.exp)}}}"
+        return super()._print_Pow(expr)
+
     def _print_KroneckerDelta(self, expr: sp.KroneckerDelta, exp: object = None) -> str:
         # Iverson's bracket: δ is taken by the errors δ⁽ˡ⁾.
         return rf"\left[{self._print(expr.args[0])} = {self._print(expr.args[1])}\right]"

@@ -66,7 +66,7 @@ class ScalarPrinter(NumpyCodePrinter):
     def index(self, buffer: Buffer) -> str:
         """``a1[i, k]``; a row shared by the units ``s2[0, k]``; a parameter vector ``c1[i, 0]``."""
         row = "0" if buffer.rows == 1 else self.row
-        column = self.sample if buffer.per_sample else "0"
+        column = self.sample if buffer.per_sample else ("j" if buffer.cols > 1 else "0")
         name = "Y" if buffer.role == "target" else buffer.name
         return f"{name}[{row}, {column}]"
 
@@ -184,11 +184,10 @@ class LoopPrinter(OperationPrinter):
 
     def _print_Apply(self, op: Apply) -> list[str]:
         indent = KERNEL_INDENT + 4 + (4 if op.out.rows > 1 else 0)  # inside the loops over i and k
-        target = self.scalar.index(op.out) if op.out.per_sample else f"{op.out.name}[i, j]"
-        body = self.assign(target, op.formula, indent)
+        body = self.assign(self.scalar.index(op.out), op.formula, indent)
         if op.out.per_sample:
             return _rows(op.out.rows, ["for k in range(m):", *(f"    {line}" for line in body)])
-        return _rows(op.out.rows, [f"for j in range({op.out.cols}):", *(f"    {line}" for line in body)])
+        return _rows(op.out.rows, _rows(op.out.cols, body, "j"))
 
     def assign(self, target: str, expr: sp.Expr, indent: int) -> list[str]:
         """target = expr, split into short statements when the line would be long."""

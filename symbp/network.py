@@ -11,6 +11,7 @@ from .spec import (
     SpecError,
     check_combination,
     layers_from,
+    parse_decimal,
     parse_op,
     require_text,
     split_activations,
@@ -29,8 +30,9 @@ def _checked_activation(text: str) -> str:
 
 
 def make_spec(layers: str | tuple[int, ...], activation: str = "sigmoid", loss: str = "half_se",
-              reduction: str = "sum", ops: tuple[str | tuple[str, int], ...] = ()) -> NetworkSpec:
-    """Build and check a NetworkSpec; ``ops`` names registered ops as ``"NAME:LAYER"`` or (NAME, LAYER)."""
+              reduction: str = "sum", ops: tuple[str | tuple[str, int], ...] = (), l2: str | float = "") -> NetworkSpec:
+    """Build and check a NetworkSpec; ``ops`` names registered ops as ``"NAME:LAYER"`` or (NAME, LAYER);
+    ``l2`` is λ of the weight penalty ½λ Σ‖W‖² (a decimal, such as "0.01")."""
     widths = layers_from(layers)
     activation, loss, reduction = (require_text(name, value) for name, value in
                                    (("activation", activation), ("loss", loss), ("reduction", reduction)))
@@ -55,6 +57,8 @@ def make_spec(layers: str | tuple[int, ...], activation: str = "sigmoid", loss: 
         if not 1 <= layer < len(widths):
             raise SpecError(f"bad op {name}:{layer}: layers run from 1 to {len(widths) - 1}")
         inserted.append((name, layer))
-    spec = NetworkSpec(widths, names, loss, reduction, tuple(sorted(set(inserted), key=lambda o: (o[1], o[0]))))
+    penalty = parse_decimal("--l2", l2) if l2 not in ("", None) else "0"
+    spec = NetworkSpec(widths, names, loss, reduction, tuple(sorted(set(inserted), key=lambda o: (o[1], o[0]))),
+                       "" if penalty == "0" else penalty)
     check_combination(spec)
     return spec

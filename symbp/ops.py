@@ -482,6 +482,38 @@ class LossOp(Op):
         return Factor(Partial(sp.Symbol("L"), wrt), self.gradient())
 
 
+LAMBDA = sp.Symbol("lambda", nonnegative=True)  # λ of the weight penalty
+
+
+@dataclass(frozen=True)
+class PenaltyOp(Op):
+    """P = ½λ Σₗ Σᵢⱼ (W⁽ˡ⁾ᵢⱼ)², added to the loss: its parameters are the weights (not the biases).
+
+    Its derivative by each weight entry is SymPy's (λ W⁽ˡ⁾ᵢⱼ), read as the matrix λ W⁽ˡ⁾.
+    """
+
+    strength: sp.Expr = LAMBDA
+
+    def entry(self, index: sp.Symbol, sizes: bool = True) -> sp.Expr:
+        r, c = sp.symbols("r c", integer=True, positive=True)
+        total = sp.Integer(0)
+        for n, W in enumerate(self.params):
+            rows, cols = (W.rows, W.cols) if sizes else sp.symbols(f"u{n} v{n}", integer=True, positive=True)
+            total += sp.Sum(self.at(W, r, c) ** 2, (r, 1, rows), (c, 1, cols))
+        return self.strength / 2 * total
+
+    def gradients(self) -> dict[Quantity, sp.Basic]:
+        """∂P/∂W for each weight: sympy.diff of the index form at W[p, q], read as a multiple of W."""
+        out = {}
+        for W in self.params:
+            derivative = drop_range_guards(sp.diff(self.entry(i, sizes=False), self.at(W, p, q)).doit())
+            coefficient = sp.simplify(derivative / self.at(W, p, q))
+            if coefficient.has(sp.Indexed):
+                raise NotImplementedError(f"no matrix form for {derivative}")
+            out[W] = sp.MatMul(coefficient, W)
+        return out
+
+
 # -- registry of ops a network may insert ------------------------------------------------------
 
 AFTER_AFFINE, AFTER_ACTIVATION = "after_affine", "after_activation"

@@ -248,11 +248,27 @@ class _Lowering:
 
     # matrix nodes
     def _MatAdd(self, expr: sp.MatAdd, out: Buffer) -> list:
-        products = [t for t in expr.args if isinstance(t, sp.MatMul)]
-        biases = [t for t in expr.args if isinstance(t, Quantity) and t.kind == PARAM]
-        if len(products) != 1 or len(biases) != len(expr.args) - 1:
+        """One product into out, then bias columns (AddBias) and multiples c·Q of stored quantities."""
+        def is_product(term: sp.Basic) -> bool:
+            return isinstance(term, sp.MatMul) and len(term.as_coeff_matrices()[1]) == 2
+
+        products = [t for t in expr.args if is_product(t)]
+        biases = [t for t in expr.args if isinstance(t, Quantity) and t.kind == PARAM and t.cols == 1]
+        scaled = [t for t in expr.args if not is_product(t) and t not in biases]
+        if len(products) != 1:
             raise LoweringError(f"no operation computes the sum {expr}")
-        return [*self.into(products[0], out), *(AddBias(out, self.program.buffer(b)) for b in biases)]
+        operations = [*self.into(products[0], out), *(AddBias(out, self.program.buffer(b)) for b in biases)]
+        if scaled:
+            terms = [self.multiple(t) for t in scaled]
+            operations.append(self.apply(out, entry(_quantity(out)) + sp.Add(*terms)))
+        return operations
+
+    def multiple(self, term: sp.Basic) -> sp.Expr:
+        """c·Q (a number or symbol times a stored quantity) as a formula in Q's entries."""
+        coeff, matrices = term.as_coeff_matrices() if isinstance(term, sp.MatMul) else (1, [term])
+        if len(matrices) != 1 or not isinstance(matrices[0], Quantity):
+            raise LoweringError(f"no operation adds {term}")
+        return coeff * entry(matrices[0])
 
     def _MatMul(self, expr: sp.MatMul, out: Buffer) -> list:
         coeff, matrices = expr.as_coeff_matrices()

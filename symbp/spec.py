@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 LOSSES = ("half_se", "bce", "cross_entropy")
 REDUCTIONS = ("sum", "mean")
@@ -29,6 +30,7 @@ class NetworkSpec:
     loss: str = "half_se"
     reduction: str = "sum"
     ops: tuple[tuple[str, int], ...] = ()  # registered ops inserted into layers: (name, layer)
+    l2: str = ""  # λ of the weight penalty ½λ Σ‖W‖², as the decimal the user wrote; "" for none
 
     @property
     def depth(self) -> int:
@@ -44,6 +46,8 @@ class NetworkSpec:
             text += f" --reduction {self.reduction}"
         for name, layer in self.ops:
             text += f" --op {name}:{layer}"
+        if self.l2:
+            text += f" --l2 {self.l2}"
         return text
 
 
@@ -146,3 +150,19 @@ def parse_op(text: str) -> tuple[str, int]:
     if not name or not layer.isdigit() or not layer.isascii():
         raise SpecError(f"bad --op {text!r}: expected NAME:LAYER, e.g. scale:1")
     return name, int(layer)
+
+
+def parse_decimal(option: str, text: object, below_one: bool = False) -> str:
+    """A non-negative decimal such as 0.01, in canonical text, read without evaluating anything."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        text = repr(text)
+    if not isinstance(text, str):
+        raise SpecError(f"bad {option} {text!r:.40}: expected a decimal number such as 0.01")
+    body = text.strip()
+    digits = body.replace(".", "", 1)
+    if not digits.isdigit() or not digits.isascii() or len(digits) > 12:
+        raise SpecError(f"bad {option} {body[:40]!r}: expected a decimal number of at most 12 digits, such as 0.01")
+    value = format(Decimal(body).normalize(), "f")
+    if below_one and not Decimal(value) < 1:
+        raise SpecError(f"bad {option} {body!r}: must be below 1")
+    return value

@@ -80,6 +80,8 @@ def explicit_environment(d: Derivation, samples: int) -> dict[str, sp.Matrix]:
         env[symbol.name] = sp.Matrix(symbol.rows, samples,
                                      lambda i, k, s=symbol: sp.Symbol(f"{s.name}_{i + 1}_{k + 1}", real=True))
     env[m.name] = sp.Integer(samples)
+    if d.penalty is not None:
+        env[d.penalty.strength.name] = sp.Rational(d.spec.l2)
     return env
 
 
@@ -251,8 +253,13 @@ def _targets_summing_to_one(Y: sp.Matrix) -> dict[sp.Symbol, sp.Expr]:
 
 
 def _explicit_loss(d: Derivation, env: dict) -> sp.Expr:
-    """L = Σ over samples and output units of ℓ, straight from the loss's formula and the forward pass."""
+    """L = Σ over samples and output units of ℓ, straight from the loss's formula and the forward
+    pass; with --l2, plus ½λ times the sum of the squares of every weight entry."""
     out, target = env[d.output.name], env[d.Y.name]
     total = sum(d.loss.per_unit.subs({losses.a: out[i, k], losses.y: target[i, k]})
                 for i in range(out.rows) for k in range(out.cols))
-    return total / out.cols if d.spec.reduction == "mean" else total
+    total = total / out.cols if d.spec.reduction == "mean" else total
+    if d.penalty is not None:
+        squares = sum(entry**2 for W in d.penalty.params for entry in env[W.name])
+        total += env[d.penalty.strength.name] / 2 * squares
+    return total
