@@ -71,7 +71,8 @@ def document_context(d: Derivation) -> dict:
             "note": SLOPE_NOTES.get(f.name),
         })
     chains: list[Section] = [found[key] for key in sorted(found) if key.startswith("chain:")]
-    reference = d.spec.layers == (2, 2, 1) and names == ["sigmoid", "sigmoid"] and d.spec.loss == "half_se"
+    reference = (d.spec.layers == (2, 2, 1) and names == ["sigmoid", "sigmoid"] and d.spec.loss == "half_se"
+                 and not d.spec.l2 and not d.spec.ops)
     return {
         "version": __version__,
         "options": d.spec.options(),
