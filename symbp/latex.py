@@ -19,10 +19,42 @@ from .derive import Derivation
 _NAMES = {"alpha": r"\alpha", "L": "L", "m": "m"}
 
 
+# What makes a bracketed expression tall enough for \left( … \right) to grow the brackets.
+_TALL = (r"\frac", r"\sum", r"\prod", r"\int", r"\begin", r"\substack")
+_PAIRS = {"(": ")", "[": "]"}
+
+
+def plain_brackets(text: str) -> str:
+    """\left( … \right) as plain ( … ) unless what they hold is tall (a fraction, a sum), as a
+    textbook sets it: σ(z), (W⁽²⁾)ᵀ and (a − y)² without the gaps and oversized brackets."""
+    result, stack, index = "", [], 0
+    while index < len(text):
+        if text.startswith("\\left", index) and text[index + 5:index + 6] in ("(", "[", ".", "|"):
+            stack.append((len(result), text[index + 5]))
+            result += text[index:index + 6]
+            index += 6
+        elif text.startswith("\\right", index) and text[index + 6:index + 7] in (")", "]", ".", "|") and stack:
+            start, opening = stack.pop()
+            closing = text[index + 6]
+            inner = result[start + 6:]
+            if _PAIRS.get(opening) == closing and not any(mark in inner for mark in _TALL):
+                result = result[:start] + opening + inner.rstrip() + closing
+            else:
+                result += text[index:index + 7]
+            index += 7
+        else:
+            result += text[index]
+            index += 1
+    return result
+
+
 class BackpropLatexPrinter(LatexPrinter):
     """SymPy's LaTeX printer, speaking the document's notation."""
 
     printmethod = "_symbp_latex"
+
+    def doprint(self, expr: sp.Basic) -> str:
+        return plain_brackets(super().doprint(expr))
 
     def _print_Quantity(self, expr: Quantity) -> str:
         """W^{(2)}, δ^{(1)} for ∂L/∂z⁽¹⁾, ∂L/∂W^{(2)}, X."""

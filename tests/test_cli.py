@@ -20,7 +20,7 @@ def run(*args, cwd=None):
 def test_derive_prints_latex():
     result = run("derive", *XOR_OPTIONS)
     assert result.returncode == 0, result.stderr
-    assert r"\delta^{(2)} &= \left(a^{(2)} - y\right) \odot \sigma'\left(z^{(2)}\right)" in result.stdout
+    assert r"\delta^{(2)} &= (a^{(2)} - y) \odot \sigma'(z^{(2)})" in result.stdout
     assert r"\begin{align*}" in result.stdout
 
 

@@ -18,9 +18,9 @@ def test_markdown_has_prose_and_math_blocks_in_the_documents_order():
     assert text.startswith("# Backpropagation for the network 2-2-1")
     assert text.count("$$\n\\begin{aligned}") == text.count("\\end{aligned}\n$$") >= 8
     expected = [
-        r"\delta^{(2)} &= \left(a^{(2)} - y\right) \odot \sigma'\left(z^{(2)}\right)",
-        r"\delta^{(1)} &= \left(W^{(2)}\right)^{T} \delta^{(2)} \odot \sigma'\left(z^{(1)}\right)",
-        r"W^{(2)} &\leftarrow W^{(2)} - \alpha \delta^{(2)} \left(a^{(1)}\right)^{T}",
+        r"\delta^{(2)} &= (a^{(2)} - y) \odot \sigma'(z^{(2)})",
+        r"\delta^{(1)} &= (W^{(2)})^{T} \delta^{(2)} \odot \sigma'(z^{(1)})",
+        r"W^{(2)} &\leftarrow W^{(2)} - \alpha \delta^{(2)} (a^{(1)})^{T}",
         r"W^{(1)} &\leftarrow W^{(1)} - \alpha \delta^{(1)} X^{T}",
     ]
     positions = [text.find(line) for line in expected]

@@ -38,10 +38,10 @@ def test_the_derivation_shows_the_new_op_and_what_the_chain_rule_makes_of_it():
     d = symbp.derive(**NETWORK)
     text = d.latex()
     assert r"u^{(1)} &= c^{(1)} z^{(1)} + d^{(1)}" in text
-    assert r"a^{(1)} &= \tanh\left(u^{(1)}\right)" in text
+    assert r"a^{(1)} &= \tanh(u^{(1)})" in text
     # ∂L/∂u⁽¹⁾ is read three times by the op, so it is named; δ⁽¹⁾ comes out of the op's backward map.
-    assert (r"\frac{\partial L}{\partial u^{(1)}} &= \left(W^{(2)}\right)^{T} \delta^{(2)} \odot "
-            r"\tanh'\left(u^{(1)}\right)") in text
+    assert (r"\frac{\partial L}{\partial u^{(1)}} &= (W^{(2)})^{T} \delta^{(2)} \odot "
+            r"\tanh'(u^{(1)})") in text
     assert r"\delta^{(1)} &= \frac{\partial L}{\partial u^{(1)}} \odot c^{(1)}" in text
     assert (r"\frac{\partial L}{\partial c^{(1)}} &= \sum_{\text{samples}} \frac{\partial L}{\partial u^{(1)}} "
             r"\odot z^{(1)}") in text

@@ -33,7 +33,7 @@ def test_the_penalty_is_derived_and_proved():
     text = d.latex()
     assert r"\frac{\partial L}{\partial W^{(1)}} &= \lambda W^{(1)} + \delta^{(1)} X^{T}" in text
     assert r"\frac{\partial L}{\partial b^{(1)}} &= \sum_{\text{samples}} \delta^{(1)}" in text  # biases: no penalty
-    assert r"\left(W^{(1)}_{rc}\right)^{2}" in text
+    assert r"(W^{(1)}_{rc})^{2}" in text
     report = d.verify(samples=2)
     assert report.ok and all(check.method == "symbolic" for check in report.checks), report.summary()
 
