@@ -111,7 +111,22 @@ class BackpropLatexPrinter(LatexPrinter):
         return f"- {text}" if coeff == -1 else f"{self._print(coeff)} {text}"
 
     def _print_Elementwise(self, expr: Elementwise) -> str:
-        return self._print(expr.expr)
+        """A formula read entry by entry: a product of vectors is written with ⊙, as the matrix
+        formulas write it, vectors first and sums after (a ⊙ (1 − a), not (1 − a) a)."""
+        formula = expr.expr
+        if isinstance(formula, sp.Mul) and sp.fraction(formula)[1] == 1:
+            coeff, factors = formula.as_coeff_mul()
+            vectors = [f for f in factors if any(isinstance(s, Entry) for s in f.free_symbols)]
+            if len(vectors) > 1:
+                scalars = [f for f in factors if f not in vectors]
+                ordered = sorted(vectors, key=lambda f: isinstance(f, sp.Add))  # stable: sums last
+                text = r" \odot ".join(rf"\left({self._print(f)}\right)" if isinstance(f, sp.Add) else self._print(f)
+                                       for f in ordered)
+                lead = self._print(coeff * sp.Mul(*scalars)) if (coeff != 1 or scalars) else ""
+                if lead == "-1":
+                    return f"- {text}"
+                return f"{lead} {text}" if lead else text
+        return self._print(formula)
 
     def _print_SampleSum(self, expr: SampleSum) -> str:
         return rf"\sum_{{\text{{samples}}}} {self._print(expr.arg)}"

@@ -77,7 +77,7 @@ def test_latex_has_the_documents_formulas_in_its_order():
 
 def test_chain_rule_factors_carry_the_values_sympy_found():
     text = derive("2-2-1", "sigmoid", "half_se").latex()
-    assert r"\frac{\partial a^{(2)}}{\partial z^{(2)}} &= \sigma'(z^{(2)}) = a^{(2)} (1 - a^{(2)})" in text
+    assert r"\frac{\partial a^{(2)}}{\partial z^{(2)}} &= \sigma'(z^{(2)}) = a^{(2)} \odot (1 - a^{(2)})" in text
     assert r"\frac{\partial z^{(2)}_{i}}{\partial a^{(1)}_{j}} &= W^{(2)}_{ij}" in text
     assert r"\frac{\partial z^{(2)}_{i}}{\partial W^{(2)}_{pq}} &= [i = p] a^{(1)}_{q}" in text
     assert r"\delta^{(1)} = \frac{\partial L}{\partial z^{(1)}} &=" in text
