@@ -25,7 +25,7 @@ _PAIRS = {"(": ")", "[": "]"}
 
 
 def plain_brackets(text: str) -> str:
-    """\left( … \right) as plain ( … ) unless what they hold is tall (a fraction, a sum), as a
+    r"""\left( … \right) as plain ( … ) unless what they hold is tall (a fraction, a sum), as a
     textbook sets it: σ(z), (W⁽²⁾)ᵀ and (a − y)² without the gaps and oversized brackets."""
     result, stack, index = "", [], 0
     while index < len(text):
