@@ -113,3 +113,13 @@ def test_an_operation_a_backend_cannot_print_is_an_error_naming_both():
     for printer, backend in ((InPlacePrinter(program), "numpy"), (LoopPrinter(program), "numba")):
         with pytest.raises(UnsupportedOperation, match=rf"{backend}.*Convolve"):
             printer.operation(Convolve())
+
+
+def test_every_operation_of_the_closed_set_has_a_printer_in_every_backend():
+    from symbp.inplace import InPlacePrinter
+    from symbp.loops import LoopPrinter
+    from symbp.program import OPERATIONS
+
+    for printer in (InPlacePrinter, LoopPrinter):
+        missing = [op.__name__ for op in OPERATIONS if not hasattr(printer, f"_print_{op.__name__}")]
+        assert missing == [], (printer.__name__, missing)
