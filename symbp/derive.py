@@ -302,7 +302,7 @@ def _activation_equations(f: Activation) -> tuple[Activation, Equation, Equation
     derivative = Equation(sp.Derivative(applied, act.z), f.derivative)
     in_output = None
     if f.derivative_in_output is not None:
-        in_output = Equation(sp.Derivative(applied, act.z), f.derivative_in_output.subs(act.a, applied))
+        in_output = Equation(sp.Derivative(applied, act.z), f.derivative_in_output)  # in a = f(z)
     return f, definition, derivative, in_output
 
 

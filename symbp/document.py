@@ -67,7 +67,8 @@ def document_context(d: Derivation) -> dict:
             "custom": f.custom,
             "symbol": f.function.latex_symbol,
             "section": found[f"activation:{f.name}"],
-            "in_output": in_output is not None,
+            "in_output": in_output is not None and in_output.rhs.has(sp.Symbol("a", real=True)),
+            "constant": f.derivative.is_number,
             "note": SLOPE_NOTES.get(f.name),
         })
     chains: list[Section] = [found[key] for key in sorted(found) if key.startswith("chain:")]

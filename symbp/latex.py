@@ -13,6 +13,7 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
 from .activations import ActivationBase
+from .activations import a as act_a
 from .algebra import GRADIENT, Elementwise, Entry, Equation, Partial, Quantity, SampleSum, Softmax, UnitSum, is_sum
 from .derive import Derivation
 
@@ -82,6 +83,14 @@ class BackpropLatexPrinter(LatexPrinter):
         if isinstance(expr.base, sp.Indexed):  # (W^{(1)}_{rc})^{2}: no double superscript
             return rf"\left({self._print(expr.base)}\right)^{{{self._print(expr.exp)}}}"
         return super()._print_Pow(expr)
+
+    def _print_Heaviside(self, expr: sp.Heaviside, exp: object = None) -> str:
+        """The step as Iverson's bracket: [x > 0] (0 at the kink, as the code and PyTorch take it)."""
+        at_zero = expr.args[1] if len(expr.args) > 1 else sp.Rational(1, 2)
+        if at_zero in (0, 1):
+            relation = ">" if at_zero == 0 else r"\geq"
+            return rf"[{self._print(expr.args[0])} {relation} 0]"
+        return super()._print_Heaviside(expr, exp)
 
     def _print_KroneckerDelta(self, expr: sp.KroneckerDelta, exp: object = None) -> str:
         # Iverson's bracket: δ is taken by the errors δ⁽ˡ⁾.
@@ -205,9 +214,14 @@ def sections(d: Derivation) -> list[Section]:
     """Each part of the derivation, in the document's order."""
     out: list[Section] = []
     for f, definition, derivative, in_output in d.activation_equations:
-        lines = [*equation_lines(definition), *equation_lines(derivative)]
-        if in_output is not None:
-            lines.append(rf"&= {latex(in_output.rhs)}")
+        # tanh(z) = tanh(z) says nothing: a function SymPy knows by the same name needs no definition
+        named = isinstance(f.formula, sp.Function) and type(f.formula).__name__ == f.name
+        lines = [*([] if named else equation_lines(definition)), *equation_lines(derivative)]
+        if in_output is not None and in_output.rhs.has(act_a):  # in f(z), then in a: what the code computes
+            in_f = in_output.rhs.subs(act_a, definition.lhs)
+            if in_f != derivative.rhs:
+                lines.append(rf"&= {latex(in_f)}")
+            lines.append(rf"&= {latex(in_output.rhs)} \qquad \text{{with }} a = {latex(definition.lhs)}")
         out.append(Section(f"activation:{f.name}", f"Activation: {f.name}", tuple(lines)))
     out.append(Section("forward", "Forward pass", _lines(d.forward)))
     out.append(Section("loss", f"Loss: {d.loss.title}", _lines((d.loss_equation,))))

@@ -146,3 +146,14 @@ def test_no_hidden_layer_and_many_layers_derive():
     assert len(derive("4-1", "identity").backward) == 1
     d = derive("64-32-16-10", "relu,relu,softmax", "cross_entropy", "mean")
     assert [e.lhs.name for e in d.backward] == ["delta3", "delta2", "delta1"]
+
+
+def test_the_derivative_in_a_is_shown_in_a_and_steps_as_brackets():
+    sigmoid = derive("2-1", "sigmoid").latex()
+    assert r"&= a (1 - a) \qquad \text{with } a = \sigma(z)" in sigmoid
+    relu = derive("2-1", "relu").latex()
+    assert r"\operatorname{relu}'(z) &= [z > 0]" in relu and r"&= [a > 0] \qquad" in relu
+    assert r"\theta" not in relu
+    tanh = derive("2-1", "tanh").latex()
+    assert r"\tanh(z) &= \tanh" not in tanh  # no definition that only repeats the name
+    assert r"&= 1 - a^{2} \qquad \text{with } a = \tanh(z)" in tanh
