@@ -85,10 +85,6 @@ class LayerSymbols:
     def a_unit(self) -> Entry:
         return entry(self.a)
 
-    @property
-    def z_unit(self) -> Entry:
-        return entry(self.z)
-
 
 @dataclass(frozen=True)
 class OutputDelta:

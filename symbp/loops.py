@@ -100,6 +100,12 @@ class ScalarPrinter(NumpyCodePrinter):
         return f"{self._print(expr.lhs)} {expr.rel_op} {self._print(expr.rhs)}"
 
 
+def wide(op: Gemm) -> bool:
+    """Whether a product goes to BLAS: the operand (or result) shared by all samples is large."""
+    fixed = [b for b in (op.out, op.left, op.right) if not b.per_sample]
+    return any(b.rows * b.cols >= BLAS_MIN_ENTRIES for b in fixed)
+
+
 def _rows(count: int, body: list[str], index: str = "i") -> list[str]:
     """``for i in range(count):`` around body; no loop at all for one row (index 0)."""
     if count == 1:
@@ -141,9 +147,7 @@ class LoopPrinter(OperationPrinter):
         return f"{out.name}[{index}] = {value}"
 
     def wide(self, op: Gemm) -> bool:
-        """Whether a product goes to BLAS: the operand (or result) shared by all samples is large."""
-        fixed = [b for b in (op.out, op.left, op.right) if not b.per_sample]
-        return any(b.rows * b.cols >= BLAS_MIN_ENTRIES for b in fixed)
+        return wide(op)
 
     def _print_Gemm(self, op: Gemm) -> list[str]:
         left = op.left.name + (".T" if op.left_transposed else "")
@@ -251,11 +255,10 @@ def _applied_at_once(program: Program) -> dict[str, Descend]:
     descents = {op.gradient.name: op for step in program.updates for op in step.operations
                 if isinstance(op, Descend)}
     applied = {}
-    printer = LoopPrinter.__new__(LoopPrinter)  # only for wide(), which reads no state
     for position, step in enumerate(program.gradients):
         for op in step.operations:
             name = getattr(op, "out", None) and op.out.name
-            if name not in descents or (isinstance(op, Gemm) and printer.wide(op)):
+            if name not in descents or (isinstance(op, Gemm) and wide(op)):
                 continue
             if not isinstance(op, (Gemm, SampleTotal)):
                 continue

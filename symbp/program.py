@@ -26,9 +26,7 @@ from .activations import Activation, ActivationBase
 from .activations import z as act_z
 from .algebra import (
     GRADIENT,
-    INPUT,
     PARAM,
-    TARGET,
     VALUE,
     Elementwise,
     Entry,
@@ -213,9 +211,8 @@ def lower(d: Derivation) -> Program:
 
 
 def _buffer(quantity: Quantity) -> Buffer:
-    role = {INPUT: INPUT, TARGET: TARGET, PARAM: PARAM, VALUE: VALUE, GRADIENT: GRADIENT}[quantity.kind]
-    per_sample = quantity.per_sample
-    return Buffer(quantity.name, role, int(quantity.rows), None if per_sample else int(quantity.cols))
+    # A quantity's kind (input, target, param, value, gradient) is its buffer's role.
+    return Buffer(quantity.name, quantity.kind, int(quantity.rows), None if quantity.per_sample else int(quantity.cols))
 
 
 class _Lowering:
@@ -342,16 +339,11 @@ class _Lowering:
             value = value.xreplace(mapping)
             rows = max((int(e.quantity.rows) for e in value.free_symbols if isinstance(e, Entry)), default=out.rows)
             scratch = self.program.scratch(f"{out.name}_s", rows, None if out.per_sample else out.cols)
-            mapping[symbol] = entry(_scratch_quantity(scratch))
+            mapping[symbol] = entry(_quantity(scratch))
             shared.append((scratch, value))
         return Apply(out, formula, reduced.xreplace(mapping), tuple(shared))
 
 
 def _quantity(buffer: Buffer) -> Quantity:
-    """The quantity a buffer holds, for formulas that read it entry by entry."""
-    kind = {INPUT: INPUT, TARGET: TARGET, PARAM: PARAM, VALUE: VALUE, GRADIENT: GRADIENT}.get(buffer.role, VALUE)
-    return Quantity(buffer.name, buffer.rows, 1 if buffer.per_sample else buffer.cols, kind, buffer.name)
-
-
-def _scratch_quantity(buffer: Buffer) -> Quantity:
-    return Quantity(buffer.name, buffer.rows, 1 if buffer.per_sample else buffer.cols, SCRATCH, buffer.name)
+    """The quantity a buffer holds, for formulas that read it entry by entry (printers look it up by name)."""
+    return Quantity(buffer.name, buffer.rows, 1 if buffer.per_sample else buffer.cols, buffer.role, buffer.name)
