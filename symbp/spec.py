@@ -140,8 +140,13 @@ def check_combination(spec: NetworkSpec) -> None:
     if spec.loss == "cross_entropy" and output != "softmax":
         raise SpecError(f"loss cross_entropy needs a softmax output layer, not {output}; "
                         "e.g. --activation tanh,softmax")
-    if spec.loss == "bce" and output not in ("sigmoid", "softmax"):
-        raise SpecError(f"loss bce needs outputs in (0, 1): a sigmoid or softmax output layer, not {output}")
+    if spec.loss == "bce" and output == "softmax":
+        # Softmax outputs are not independent probabilities, and bce's 1/(1 − aⱼ) through the softmax
+        # has no form in a that stays finite where one output rounds to 1.
+        raise SpecError("loss bce treats each output unit as its own probability, which a softmax output is not: "
+                        "use --loss cross_entropy with softmax, or a sigmoid output with bce")
+    if spec.loss == "bce" and output != "sigmoid":
+        raise SpecError(f"loss bce needs outputs in (0, 1): a sigmoid output layer, not {output}")
 
 
 def parse_op(text: str) -> tuple[str, int]:

@@ -129,7 +129,7 @@ def test_generated_modules_are_lint_clean(tmp_path):
     del ruff
     # Long formulas are the hard case: they must be split into short statements, not left to a formatter.
     varied = [
-        ("3-4-4-3", "z/(1+exp(-z)),leaky_relu(0.2),softmax", "bce", "mean"),
+        ("3-4-4-3", "z/(1+exp(-z)),leaky_relu(0.2),softmax", "half_se", "mean"),
         ("2-3-2", "sqrt(z**2+1)-1+sin(z)/(1+z**2)", "half_se", "mean"),
         ("2-3-3", "z*tanh(softplus(z)),softmax", "half_se", "sum"),
         ("4-3-1", "atan(z),sigmoid", "bce", "mean"),

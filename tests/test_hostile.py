@@ -86,6 +86,7 @@ CASES = [
     (["derive", *XOR, "--loss", "mse"], "unknown loss"),
     (["derive", *XOR, "--reduction", "avg"], "unknown reduction"),
     (["derive", *XOR, "--loss", "cross_entropy"], "needs a softmax output"),
+    (["derive", "--layers", "2-3-2", "--activation", "relu,softmax", "--loss", "bce"], "which a softmax output is not"),
     (["derive", *XOR, "--activation", "tanh", "--loss", "bce"], "outputs in (0, 1)"),
     (["derive", *XOR, "--op", "convolve:1"], "unknown op"),
     (["derive", *XOR, "--op", "scale"], "NAME:LAYER"),

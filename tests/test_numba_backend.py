@@ -19,7 +19,7 @@ NETWORKS = [
     ("2-2-1", "sigmoid", "half_se", "sum"),
     ("4-5-3", "tanh,softmax", "cross_entropy", "mean"),
     ("3-4-3", "relu,softmax", "half_se", "sum"),
-    ("3-4-2", "leaky_relu(0.1),softmax", "bce", "mean"),
+    ("3-4-2", "leaky_relu(0.1),softmax", "half_se", "mean"),
     ("3-4-4-2", "z/(1+exp(-z)),softplus,sigmoid", "bce", "sum"),
     ("2-3-2", "sqrt(z**2+1)-1+sin(z)/(1+z**2),identity", "half_se", "mean"),
     # W1 and W2 have 256 or more entries, so their products go to BLAS; W3's stay loops

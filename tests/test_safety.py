@@ -179,7 +179,7 @@ def test_random_networks_give_finite_gradients_of_the_right_shape_and_descend(ne
 
 @pytest.mark.parametrize("options", [
     {"layers": "2--1"},
-    {"layers": "2-3-2", "activation": "tanh,softmax", "loss": "bce", "reduction": "median"},
+    {"layers": "2-3-2", "activation": "tanh,softmax", "loss": "cross_entropy", "reduction": "median"},
     {"layers": "2-3-2", "activation": "softmax,tanh"},
     {"layers": "2-3-2", "activation": "tanh", "loss": "cross_entropy"},
     {"layers": "2-3-2", "activation": "tanh,tanh,tanh"},
