@@ -15,7 +15,7 @@ from sympy.printing.latex import LatexPrinter
 from .activations import ActivationBase
 from .activations import a as act_a
 from .algebra import GRADIENT, Elementwise, Entry, Equation, Partial, Quantity, SampleSum, Softmax, UnitSum, is_sum
-from .derive import Derivation
+from .derive import Derivation, m
 
 _NAMES = {"alpha": r"\alpha", "L": "L", "m": "m"}
 
@@ -78,6 +78,59 @@ class BackpropLatexPrinter(LatexPrinter):
     def _print_Indexed(self, expr: sp.Indexed) -> str:
         indices = "".join(self._print(index) for index in expr.indices)
         return f"{self._print(expr.base)}_{{{indices}}}"
+
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        """A product in a textbook's order: ½(a − y)², σ(z)(1 − σ(z)), y log a, (a − y)/(a(1 − a)).
+
+        Numbers lead, then symbols, then functions, then sums, then logarithms (whose argument
+        reads on); a fraction whose numerator reads with a leading minus swaps that sign with a
+        sum in its denominator. Anything else is SymPy's own printing.
+        """
+        if expr.could_extract_minus_sign():
+            inner = -expr
+            text = self._print(inner)
+            return rf"- \left({text}\right)" if isinstance(inner, sp.Add) else f"- {text}"
+        coeff, rest = expr.as_coeff_Mul()
+        if isinstance(coeff, sp.Rational) and not coeff.is_Integer and rest != 1:
+            return rf"\frac{{{coeff.p}}}{{{coeff.q}}} {self._print(rest)}"
+        numer, denom = sp.fraction(expr, exact=True)
+        if denom == 1:
+            return self._product(expr)
+        if any(isinstance(f, (sp.MatrixExpr, sp.Indexed)) for f in sp.Mul.make_args(denom)):
+            return super()._print_Mul(expr)
+        numer, denom = _textbook_signs(numer, denom)
+        return rf"\frac{{{self._product(numer)}}}{{{self._product(denom)}}}"
+
+    def _product(self, expr: sp.Expr) -> str:
+        factors = sp.Mul.make_args(expr)
+        if len(factors) == 1:
+            return self._print(expr)
+        coeff, rest = expr.as_coeff_Mul()
+        ordered = sorted(sp.Mul.make_args(rest), key=_factor_rank)  # sorted() is stable: SymPy's order within a rank
+        texts = [rf"\left({self._print(f)}\right)" if isinstance(f, sp.Add) else self._print(f) for f in ordered]
+        lead = [] if coeff == 1 else ["-"] if coeff == -1 else [self._print(coeff)]
+        return " ".join(lead + texts)
+
+    def _print_Add(self, expr: sp.Add, order: str | None = None) -> str:
+        """A sum of negative terms as −[…], shortest term first: −[y log a + (1 − y) log(1 − a)]."""
+        terms = sp.Add.make_args(expr)
+        if len(terms) > 1 and all(term.could_extract_minus_sign() for term in terms):
+            return f"- {self._bracketed(-expr)}"
+        return super()._print_Add(expr, order)
+
+    def _bracketed(self, expr: sp.Add) -> str:
+        inside = sorted(sp.Add.make_args(expr), key=sp.count_ops)
+        return r"\left[" + " + ".join(self._print(term) for term in inside) + r"\right]"
+
+    def _print_Sum(self, expr: sp.Sum) -> str:
+        """−Σᵢ[…] rather than Σᵢ(−[…]): the sign of a negative summand goes in front, a summand
+        that is a sum goes in brackets, shortest term first."""
+        if expr.function.could_extract_minus_sign():
+            return f"- {self._print(sp.Sum(-expr.function, *expr.limits))}"
+        if len(expr.limits) == 1 and isinstance(expr.function, sp.Add):
+            index, start, end = (self._print(part) for part in expr.limits[0])
+            return rf"\sum_{{{index}={start}}}^{{{end}}} {self._bracketed(expr.function)}"
+        return super()._print_Sum(expr)
 
     def _print_Pow(self, expr: sp.Pow) -> str:
         if isinstance(expr.base, sp.Indexed):  # (W^{(1)}_{rc})^{2}: no double superscript
@@ -167,6 +220,31 @@ class BackpropLatexPrinter(LatexPrinter):
         return rf"\log\left(e^{{{left}}} + e^{{{right}}}\right)"
 
 
+def _factor_rank(factor: sp.Expr) -> int:
+    base = factor.base if isinstance(factor, sp.Pow) and factor.exp.is_Number else factor
+    if isinstance(base, sp.KroneckerDelta):
+        return 0
+    if isinstance(base, sp.log):
+        return 4
+    if isinstance(base, sp.Add):
+        return 3
+    if isinstance(base, (sp.Function, sp.Derivative)):
+        return 2
+    return 1
+
+
+def _textbook_signs(numer: sp.Expr, denom: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
+    """(−a + y)/(a(a − 1)) as (a − y)/(a(1 − a)): the minus moves from the numerator into a sum below."""
+    if not (isinstance(numer, sp.Add) and latex(numer).startswith("-")):
+        return numer, denom
+    factors = list(sp.Mul.make_args(denom))
+    for index, factor in enumerate(factors):
+        if isinstance(factor, sp.Add):
+            factors[index] = sp.Add(*(-term for term in sp.Add.make_args(factor)), evaluate=False)
+            return sp.Add(*(-term for term in sp.Add.make_args(numer)), evaluate=False), sp.Mul(*factors, evaluate=False)
+    return numer, denom
+
+
 def _is_negative(arg: sp.Basic) -> bool:
     return isinstance(arg, Elementwise) and arg.expr.could_extract_minus_sign()
 
@@ -224,7 +302,7 @@ def sections(d: Derivation) -> list[Section]:
             lines.append(rf"&= {latex(in_output.rhs)} \qquad \text{{with }} a = {latex(definition.lhs)}")
         out.append(Section(f"activation:{f.name}", f"Activation: {f.name}", tuple(lines)))
     out.append(Section("forward", "Forward pass", _lines(d.forward)))
-    out.append(Section("loss", f"Loss: {d.loss.title}", _lines((d.loss_equation,))))
+    out.append(Section("loss", f"Loss: {d.loss.title}", (_loss_line(d),)))
     for index, rule in enumerate(d.chain_rules):
         target = latex(rule.target) if rule.name is None else rf"{latex(rule.name)} = {latex(rule.target)}"
         lines = [rf"{target} &= " + r" \cdot ".join(latex(f.partial) for f in rule.factors)]
@@ -241,6 +319,23 @@ def sections(d: Derivation) -> list[Section]:
     out.append(Section("updates", "Updates, with learning rate alpha", _lines(d.updates)))
     out.append(Section("recurrence", "The recurrence for any depth, with a^(0) = X", _lines(d.recurrence)))
     return out
+
+
+def _loss_line(d: Derivation) -> str:
+    """L = ℓ, or with the mean over the samples L = (1/m) Σ_samples ℓ, then the penalty."""
+    rhs = d.loss_equation.rhs
+    if d.spec.reduction != "mean":
+        return rf"L &= {latex(rhs)}"
+    penalty = d.penalty.entry(sp.Symbol("i")) if d.penalty is not None else sp.Integer(0)
+    per_sample = (rhs - penalty) * m
+    sign = ""
+    if isinstance(per_sample, sp.Sum) and per_sample.function.could_extract_minus_sign():
+        sign, per_sample = "- ", sp.Sum(-per_sample.function, *per_sample.limits)
+    elif per_sample.could_extract_minus_sign():
+        sign, per_sample = "- ", -per_sample
+    text = plain_brackets(_PRINTER._bracketed(per_sample)) if isinstance(per_sample, sp.Add) else latex(per_sample)
+    line = rf"L &= {sign}\frac{{1}}{{m}} \sum_{{\text{{samples}}}} {text}"
+    return line + (f" + {latex(penalty)}" if penalty != 0 else "")
 
 
 def _softmax_steps(d: Derivation) -> tuple[str, ...]:

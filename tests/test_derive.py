@@ -60,7 +60,7 @@ def test_latex_has_the_documents_formulas_in_its_order():
         r"a^{(1)} &= \sigma(z^{(1)})",
         r"z^{(2)} &= W^{(2)} a^{(1)} + b^{(2)}",
         r"a^{(2)} &= \sigma(z^{(2)})",
-        r"L &= \frac{(a^{(2)} - y)^{2}}{2}",
+        r"L &= \frac{1}{2} (a^{(2)} - y)^{2}",
         (r"\frac{\partial L}{\partial W^{(2)}} &= \frac{\partial L}{\partial a^{(2)}} \cdot "
          r"\frac{\partial a^{(2)}}{\partial z^{(2)}} \cdot \frac{\partial z^{(2)}}{\partial W^{(2)}}"),
         r"\delta^{(2)} &= (a^{(2)} - y) \odot \sigma'(z^{(2)})",
@@ -92,7 +92,7 @@ def test_softmax_with_cross_entropy_simplifies_to_a_minus_y_given_targets_sum_to
     assert d.output_delta.simplified == entry(d.layers[-1].a) - entry(d.Y)
     assert d.output_delta.assumption is not None
     text = d.latex()
-    assert r"\frac{\partial a^{(2)}_{j}}{\partial z^{(2)}_{i}} &= ([i = j] - a^{(2)}_{i}) a^{(2)}_{j}" in text
+    assert r"\frac{\partial a^{(2)}_{j}}{\partial z^{(2)}_{i}} &= a^{(2)}_{j} ([i = j] - a^{(2)}_{i})" in text
     assert r"&= a^{(2)}_{i} - y_{i} &&\text{using } \sum_{j=1}^{n} y_{j} = 1" in text
 
 
@@ -157,3 +157,12 @@ def test_the_derivative_in_a_is_shown_in_a_and_steps_as_brackets():
     tanh = derive("2-1", "tanh").latex()
     assert r"\tanh(z) &= \tanh" not in tanh  # no definition that only repeats the name
     assert r"&= 1 - a^{2} \qquad \text{with } a = \tanh(z)" in tanh
+
+
+def test_products_and_losses_are_in_a_textbooks_order():
+    sigmoid_bce = symbp.derive("2-2-1", "sigmoid", "bce").latex()
+    assert r"&= \sigma(z) (1 - \sigma(z))" in sigmoid_bce  # not (1 − σ(z)) σ(z)
+    assert r"L &= - [y \log{(a^{(2)})} + (1 - y) \log{(1 - a^{(2)})}]" in sigmoid_bce
+    assert r"\frac{a^{(2)} - y}{a^{(2)} (1 - a^{(2)})}" in sigmoid_bce  # not (−a + y)/(a(a − 1))
+    mean = symbp.derive("2-3-3", "tanh,softmax", "cross_entropy", "mean").latex()
+    assert r"L &= - \frac{1}{m} \sum_{\text{samples}} \sum_{i=1}^{3} y_{i} \log{(a^{(2)}_{i})}" in mean
