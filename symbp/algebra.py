@@ -199,6 +199,7 @@ class Equation:
     rhs: sp.Basic
     value: sp.Basic | None = None
     relation: str = "="
+    steps: tuple[sp.Basic, ...] = ()  # forms shown between rhs and value (a product before SymPy cancels it)
 
     @property
     def computed(self) -> sp.Basic:

@@ -440,7 +440,7 @@ def module_context(program: Program) -> dict:
 
 
 def _with_assumption(d: Derivation, target: str, lines: list[Statement]) -> list[Statement]:
-    """δ⁽ᴸ⁾'s comment names the fact SymPy used to simplify it (Σⱼ yⱼ = 1), as the derivation does."""
+    """δ⁽ᴺ⁾'s comment names the fact SymPy used to simplify it (Σⱼ yⱼ = 1), as the derivation does."""
     if d.output_delta.assumption is None or target != d.layers[-1].delta.name:
         return lines
     first, *rest = lines

@@ -88,14 +88,14 @@ class LayerSymbols:
 
 @dataclass(frozen=True)
 class OutputDelta:
-    """How δ⁽ᴸ⁾ = ∂L/∂z⁽ᴸ⁾ came out: as a product, or simplified by SymPy.
+    """How δ⁽ᴺ⁾ = ∂L/∂z⁽ᴺ⁾ came out: as a product, or simplified by SymPy.
 
-    For an elementwise output δ⁽ᴸ⁾ = ∂ℓ/∂a ⊙ f'(z). For softmax every output depends on
+    For an elementwise output δ⁽ᴺ⁾ = ∂ℓ/∂a ⊙ f'(z). For softmax every output depends on
     every input, so δᵢ = Σⱼ (∂aⱼ/∂zᵢ)(∂L/∂aⱼ); ``index_steps`` records how SymPy worked
     that sum out, and ``assumption`` the fact it used (Σⱼ yⱼ = 1 for cross-entropy).
     """
 
-    loss_derivative: sp.Expr  # ∂ℓ/∂a in entries of a⁽ᴸ⁾ and y
+    loss_derivative: sp.Expr  # ∂ℓ/∂a in entries of a⁽ᴺ⁾ and y
     activation_derivative: sp.Expr  # f'(z) in a (or z); for softmax the Jacobian entry ∂aⱼ/∂zᵢ
     simplified: sp.Expr | None  # the product after SymPy cancelled it, if that is simpler
     index_steps: tuple[sp.Expr, ...] = ()
@@ -128,7 +128,7 @@ class Derivation:
 
     @property
     def output(self) -> Quantity:
-        """The network's output a⁽ᴸ⁾ (what the loss reads)."""
+        """The network's output a⁽ᴺ⁾ (what the loss reads)."""
         return self.ops[-1].inputs[0]
 
     def gradient_of(self, quantity: Quantity) -> Quantity:
@@ -193,7 +193,8 @@ def derive_spec(spec: NetworkSpec) -> Derivation:
         upstream = incoming.value
         if op.params:  # read once per parameter and input: computed once, by name
             named = gradient(op.output)
-            backward.append(Equation(named, incoming.notation, _fused(incoming.value)))
+            fused = _fused(incoming.value)
+            backward.append(Equation(named, incoming.notation, fused, steps=(incoming.value,) * (fused is not incoming.value)))
             upstream = named
             if op.output == layers[-1].z:
                 d.output_delta = _output_delta(d, incoming, activations[-1])
@@ -243,7 +244,7 @@ def _has_custom(expr: sp.Expr) -> bool:
 
 
 def _output_delta(d: Derivation, incoming: Backward, f_out: Activation) -> OutputDelta:
-    """What the document says about δ⁽ᴸ⁾: the two factors, and what SymPy made of them."""
+    """What the document says about δ⁽ᴺ⁾: the two factors, and what SymPy made of them."""
     dl_da = d.ops[-1].gradient().expr
     layer = d.layers[-1]
     if not f_out.elementwise:
@@ -272,12 +273,12 @@ def _loss_code(d: Derivation) -> sp.Expr:
 def general_recurrence(f_out: Activation) -> tuple[Equation, ...]:
     """The backward pass for any depth, in the layer index l (a⁽⁰⁾ = X): the same ops, composed
     with symbolic layer labels and a generic activation f."""
-    n = {label: sp.Symbol(f"n_{{{label}}}", integer=True, positive=True) for label in ("L", "l", "l+1", "l-1")}
+    n = {label: sp.Symbol(f"n_{{{label}}}", integer=True, positive=True) for label in ("N", "l", "l+1", "l-1")}
     a_prev, z, a = value("a", "l-1", n["l-1"]), value("z", "l", n["l"]), value("a", "l", n["l"])
     W, b = param("W", "l", n["l"], n["l-1"], "weight"), param("b", "l", n["l"], 1, "bias")
     z_next = value("z", "l+1", n["l+1"])
     above = Affine(z_next, (a,), (param("W", "l+1", n["l+1"], n["l"], "weight"), param("b", "l+1", n["l+1"])))
-    z_out, a_out = value("z", "L", n["L"]), value("a", "L", n["L"])
+    z_out, a_out = value("z", "N", n["N"]), value("a", "N", n["N"])
     output_op = Activate(a_out, (z_out,)) if f_out.elementwise else SoftmaxOp(a_out, (z_out,), (), "", f_out)
     delta_out = output_op.backward(gradient(a_out))[z_out].notation
     to_a = above.backward(gradient(z_next))[a].value
@@ -303,7 +304,7 @@ def _activation_equations(f: Activation) -> tuple[Activation, Equation, Equation
 
 
 def _chain_rules(d: Derivation) -> tuple[ChainRule, ...]:
-    """The document's two factorizations, read off the chain of ops: ∂L/∂W⁽ᴸ⁾ and, with a hidden
+    """The document's two factorizations, read off the chain of ops: ∂L/∂W⁽ᴺ⁾ and, with a hidden
     layer, δ⁽ᴸ⁻¹⁾ = ∂L/∂z⁽ᴸ⁻¹⁾."""
     producer = {op.output: op for op in d.ops}
     factors = [d.ops[-1].factor(d.output)]

@@ -11,8 +11,10 @@ from collections.abc import Callable
 
 import sympy as sp
 
-from .derive import Derivation
-from .latex import Section, align, latex, sections
+from .algebra import Partial
+from .derive import Derivation, alpha
+from .latex import Section, align, inline, sections
+from .ops import gradient, param, value
 from .templating import environment
 from .verify import VerifyReport
 from .version import __version__
@@ -38,21 +40,80 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX_SPECIALS.get(char, char) for char in text)
 
 
+def _markdown_display(lines: tuple[str, ...], tag: int | None = None) -> str:
+    """One $$ block; a key result carries its number, which the prose refers to as (n)."""
+    return "$$\n" + align(list(lines), "aligned") + (f"\n\\tag{{{tag}}}" if tag else "") + "\n$$"
+
+
 def _markdown_helpers() -> dict[str, Callable[..., str]]:
     return {
         "heading": lambda title, level=2: f"{'#' * level} {title}",
-        "display": lambda lines: "$$\n" + align(list(lines), "aligned") + "\n$$",
+        "display": _markdown_display,
         "code": lambda text: f"`{text}`",
+        "bullets": lambda items: "\n".join(f"- {item}" for item in items),
     }
+
+
+def _tex_display(lines: tuple[str, ...], tag: int | None = None) -> str:
+    """Unnumbered aligned lines; a key result is one numbered block, as a textbook numbers them."""
+    if tag is None:
+        return align(list(lines), "align*")
+    return f"\\begin{{equation}}\\tag{{{tag}}}\n{align(list(lines), 'aligned')}\n\\end{{equation}}"
+
+
+def tex_code(text: str) -> str:
+    """Typewriter text that pastes back as typed: straight quotes, not the curly ones TeX makes of " and '."""
+    return "".join({'"': r"{\char34}", "'": r"{\char13}"}.get(char, tex_escape(char)) for char in text)
 
 
 def _tex_helpers() -> dict[str, Callable[..., str]]:
     levels = {1: "section*", 2: "subsection*", 3: "subsubsection*"}
     return {
         "heading": lambda title, level=2: rf"\{levels[level]}{{{tex_escape(title)}}}",
-        "display": lambda lines: align(list(lines), "align"),
-        "code": lambda text: rf"\texttt{{{tex_escape(text)}}}",
+        "display": _tex_display,
+        "code": lambda text: rf"\texttt{{{tex_code(text)}}}",
+        "bullets": lambda items: "\\begin{itemize}\n" + "\n".join(rf"\item {item}" for item in items)
+        + "\n\\end{itemize}",
     }
+
+
+# The key results, numbered in every format so that the prose can refer to them.
+TAGS = {"backward": 1, "gradients": 2, "updates": 3, "recurrence": 4}
+
+
+def notation(d: Derivation) -> list[str]:
+    """Every symbol the derivation uses, with its shape, printed from the quantities themselves."""
+    n = {label: sp.Symbol(f"n_{{{label}}}", integer=True, positive=True) for label in ("0", "l", "l-1", "N")}
+    m_ = sp.Symbol("m")
+    W, b = param("W", "l", n["l"], n["l-1"]), param("b", "l", n["l"])
+    z, a = value("z", "l", n["l"]), value("a", "l", n["l"])
+    theta = sp.Symbol("theta")
+
+    def shape(rows: sp.Expr, cols: sp.Expr = 1) -> str:
+        return rf"\mathbb{{R}}^{{{inline(rows)}}}" if cols == 1 else rf"\mathbb{{R}}^{{{inline(rows)} \times {inline(cols)}}}"
+
+    widths = ", ".join(f"n_{{{index}}} = {width}" for index, width in enumerate(d.spec.layers))
+    items = [
+        (f"$m$: the number of samples in a batch; ${inline(d.X)} \\in {shape(n['0'], m_)}$ holds them, one per column, "
+        f"and ${inline(d.Y)} \\in {shape(n['N'], m_)}$ their targets."),
+        (f"$N = {d.spec.depth}$: the number of weight layers; $l = 1, \\dots, N$ numbers them, and ${widths}$ "
+        "are the widths from input to output."),
+        (f"${inline(W)} \\in {shape(n['l'], n['l-1'])}$ and ${inline(b)} \\in {shape(n['l'])}$: layer $l$'s weights "
+        "and bias (the bias is added to every sample)."),
+        (f"${inline(z)}, {inline(a)} \\in {shape(n['l'], m_)}$: the layer's weighted input and its activation, "
+        f"with ${inline(value('a', '0', n['0']))} = {inline(d.X)}$."),
+        (f"$L$: the loss, one number; ${inline(gradient(z))} = {inline(Partial(sp.Symbol('L'), z))}$, the layer's error, "
+        f"is shaped like ${inline(z)}$, and so is every ${inline(Partial(sp.Symbol('L'), theta))}$ like its parameter "
+        f"${inline(theta)}$."),
+        "$AB$ is the matrix product, $A \\odot B$ the elementwise one, $A^{T}$ the transpose; "
+        "$\\sum_{\\text{samples}}$ sums the columns"
+        + (" and $\\sum_{\\text{units}}$ the rows" if not d.activations[-1].elementwise else "") + ".",
+        ("$[P]$ is 1 where the condition $P$ holds and 0 elsewhere (Iverson's bracket); "
+        "$f'$ is the derivative of the activation $f$."),
+        f"${inline(alpha)}$: the learning rate"
+        + (f"; $\\lambda = {d.spec.l2}$: the weight penalty's factor." if d.spec.l2 else "."),
+    ]
+    return items
 
 
 def document_context(d: Derivation) -> dict:
@@ -68,6 +129,8 @@ def document_context(d: Derivation) -> dict:
             "symbol": f.function.latex_symbol,
             "section": found[f"activation:{f.name}"],
             "in_output": in_output is not None and in_output.rhs.has(sp.Symbol("a", real=True)),
+            # a step such as relu's [a > 0] reads a without arithmetic worth the saving the prose explains
+            "reuses_output": in_output is not None and not in_output.rhs.has(sp.Heaviside, sp.Piecewise),
             "constant": f.derivative.is_number,
             "note": SLOPE_NOTES.get(f.name),
         })
@@ -75,6 +138,8 @@ def document_context(d: Derivation) -> dict:
     reference = (d.spec.layers == (2, 2, 1) and names == ["sigmoid", "sigmoid"] and d.spec.loss == "half_se"
                  and not d.spec.l2 and not d.spec.ops)
     return {
+        "notation": notation(d),
+        "tags": TAGS,
         "version": __version__,
         "options": d.spec.options(),
         "layers": d.spec.layers,
@@ -86,6 +151,7 @@ def document_context(d: Derivation) -> dict:
         "l2": d.spec.l2,
         "activations": activations,
         "softmax": not d.activations[-1].elementwise,
+        "output_saturates": SLOPE_NOTES.get(d.activations[-1].name) == "saturates",
         "sections": found,
         "chains": chains,
         "simplified": d.output_delta.simplified is not None and d.activations[-1].elementwise,
@@ -94,14 +160,14 @@ def document_context(d: Derivation) -> dict:
         "uses_sigmoid": "sigmoid" in names,
         "reference": reference,
         "sym": {
-            "L": latex(sp.Symbol("L")),
+            "L": inline(sp.Symbol("L")),
             "out": out.index,
-            "aL": latex(out.a),
-            "zL": latex(out.z),
-            "WL": latex(out.W),
-            "deltaL": latex(out.delta),
-            "alpha": latex(sp.Symbol("alpha")),
-            "loss": latex(d.loss_equation.rhs),
+            "aL": inline(out.a),
+            "zL": inline(out.z),
+            "WL": inline(out.W),
+            "deltaL": inline(out.delta),
+            "alpha": inline(sp.Symbol("alpha")),
+            "loss": inline(d.loss_equation.rhs),
         },
     }
 

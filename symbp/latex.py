@@ -220,6 +220,30 @@ class BackpropLatexPrinter(LatexPrinter):
         return rf"\log\left(e^{{{left}}} + e^{{{right}}}\right)"
 
 
+class InlineLatexPrinter(BackpropLatexPrinter):
+    """The same notation for math inside a line of prose: ∂L/∂z and ½ set small, so that a tall
+    fraction does not push the lines of the paragraph apart."""
+
+    def __init__(self) -> None:
+        super().__init__({"fold_short_frac": True})
+
+    def _print_Partial(self, expr: Partial) -> str:
+        return rf"\partial {self._print(expr.num)} / \partial {self._print(expr.den)}"
+
+    def _print_Quantity(self, expr: Quantity) -> str:
+        if expr.kind == GRADIENT and expr.of.base != "z":
+            return self._print_Partial(Partial(sp.Symbol("L"), expr.of))
+        return super()._print_Quantity(expr)
+
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        return super()._print_Mul(expr).replace(r"\frac{", r"\tfrac{")
+
+
+def inline(expr: sp.Basic) -> str:
+    """One SymPy object in the document's notation, for inline math in prose."""
+    return _INLINE.doprint(expr)
+
+
 def _factor_rank(factor: sp.Expr) -> int:
     base = factor.base if isinstance(factor, sp.Pow) and factor.exp.is_Number else factor
     if isinstance(base, sp.KroneckerDelta):
@@ -250,6 +274,7 @@ def _is_negative(arg: sp.Basic) -> bool:
 
 
 _PRINTER = BackpropLatexPrinter()
+_INLINE = InlineLatexPrinter()
 
 
 def latex(expr: sp.Basic) -> str:
@@ -264,6 +289,8 @@ def equation_lines(equation: Equation, show_value: bool = True) -> list[str]:
         rhs = f"{lhs} - {latex(equation.value if equation.value is not None else equation.rhs)}"
         return [rf"{lhs} &\leftarrow {rhs}"]
     lines = [rf"{lhs} &= {latex(equation.rhs)}"]
+    if show_value:
+        lines += [rf"&= {latex(step)}" for step in equation.steps]
     if show_value and equation.value is not None and equation.value != equation.rhs:
         lines.append(rf"&= {latex(equation.value)}")
     return lines
@@ -303,10 +330,15 @@ def sections(d: Derivation) -> list[Section]:
         out.append(Section(f"activation:{f.name}", f"Activation: {f.name}", tuple(lines)))
     out.append(Section("forward", "Forward pass", _lines(d.forward)))
     out.append(Section("loss", f"Loss: {d.loss.title}", (_loss_line(d),)))
+    output_error = d.chain_rules[0].factors[:-1]  # ∂L/∂a⁽ᴺ⁾ · … · ∂a⁽ᴺ⁾/∂z⁽ᴺ⁾ = δ⁽ᴺ⁾
     for index, rule in enumerate(d.chain_rules):
         target = latex(rule.target) if rule.name is None else rf"{latex(rule.name)} = {latex(rule.target)}"
         lines = [rf"{target} &= " + r" \cdot ".join(latex(f.partial) for f in rule.factors)]
-        for factor in rule.factors:
+        factors = rule.factors
+        if index and factors[:len(output_error)] == output_error:  # named already: δ⁽ᴺ⁾ and the new factors
+            factors = factors[len(output_error):]
+            lines.append("&= " + r" \cdot ".join([latex(d.layers[-1].delta), *(latex(f.partial) for f in factors)]))
+        for factor in factors:
             if factor.index_form is not None:
                 lines.append(rf"{latex(factor.index_form.lhs)} &= {latex(factor.index_form.rhs)}")
             first, *rest = (latex(step) for step in (factor.partial, factor.notation, factor.value) if step is not None)

@@ -109,7 +109,7 @@ def test_the_general_recurrence_is_printed_for_any_depth():
     assert r"\delta^{(l)} &= (W^{(l+1)})^{T} \delta^{(l+1)} \odot f'(z^{(l)})" in text
     assert r"\frac{\partial L}{\partial W^{(l)}} &= \delta^{(l)} (a^{(l-1)})^{T}" in text
     assert r"\frac{\partial L}{\partial b^{(l)}} &= \sum_{\text{samples}} \delta^{(l)}" in text
-    assert r"\delta^{(L)} &= \frac{\partial L}{\partial a^{(L)}} \odot f'(z^{(L)})" in text
+    assert r"\delta^{(N)} &= \frac{\partial L}{\partial a^{(N)}} \odot f'(z^{(N)})" in text
     for layer in (1, 2, 3):  # and every concrete layer of this network
         assert rf"\delta^{{({layer})}} &= (W^{{({layer + 1})}})^{{T}} \delta^{{({layer + 1})}}" in text
 
