@@ -23,6 +23,7 @@ from .activations import activation_names
 from .api import derive, generate
 from .datasets import DATASETS
 from .document import FORMATS
+from .example import worked_example
 from .files import GENERATED_MARKER, atomic_path, head, writable, write_output
 from .render import BACKENDS
 from .spec import LOSSES, REDUCTIONS, SpecError, parse_layers
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="prove each gradient entry against sympy.diff")
     p.add_argument("--format", default="latex", choices=FORMATS,
                    help="latex: the equations; markdown: prose with $$ blocks; tex: a standalone LaTeX document")
+    p.add_argument("--example", action="store_true",
+                   help="add a worked example to markdown and tex: one sample's numbers, computed by the generated "
+                        "module, next to each formula (networks of at most 4 units per layer)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the worked example's init_params seed")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.add_argument("--force", action="store_true", help="overwrite a file symbp did not write")
 
@@ -127,8 +132,13 @@ def _derive(args: argparse.Namespace) -> int:
     from .document import render
 
     derivation = derive(args.layers, args.activation, args.loss, args.reduction, args.op, args.l2)
+    if args.example and args.format == "latex":
+        raise SpecError("--example is for documents: add --format markdown or --format tex")
+    if args.seed < 0:
+        raise SpecError(f"bad --seed {args.seed}: it must be 0 or more")
+    example = worked_example(derivation, args.seed) if args.example else None
     report = derivation.verify() if args.verify else None
-    text = render(derivation, args.format, report)
+    text = render(derivation, args.format, report, example)
     if report is not None and args.format == "latex":
         text += "\n\n" + "\n".join(f"% {line}" for line in report.summary().splitlines())
     if args.output:

@@ -8,12 +8,14 @@ helper in their own syntax. Every formula comes from :mod:`symbp.latex`; nothing
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
 import sympy as sp
 
 from .algebra import Partial
 from .derive import Derivation, alpha
-from .latex import Section, align, inline, sections
+from .latex import Section, align, inline, latex, numbers, sections
 from .ops import gradient, param, value
 from .templating import environment
 from .verify import VerifyReport
@@ -75,6 +77,36 @@ def _tex_helpers() -> dict[str, Callable[..., str]]:
         "bullets": lambda items: "\\begin{itemize}\n" + "\n".join(rf"\item {item}" for item in items)
         + "\n\\end{itemize}",
     }
+
+
+@dataclass(frozen=True)
+class Example:
+    """One sample's numbers by quantity name (X, y, W1, z1, L, dW1, …) and the parameters after one step."""
+
+    seed: int
+    learning_rate: float
+    values: dict[str, np.ndarray]
+    updated: dict[str, np.ndarray]
+
+
+def example_sections(d: Derivation, example: Example) -> dict[str, tuple[str, ...]]:
+    """The worked example's lines: each formula of the derivation, then its value for this sample."""
+    values = example.values
+
+    def number(name: str) -> str:
+        return numbers(values[name])
+
+    start = [rf"{latex(q)} &= {number(q.name)}" for q in (d.X, d.Y, *d.params)]
+    forward = [rf"{latex(e.lhs)} &= {latex(e.rhs)} = {number(e.lhs.name)}" for e in d.forward]
+    forward.append(rf"L &= {latex(d.loss_equation.rhs)} = {number('L')}")
+    formulas = {e.lhs: e.computed for e in d.backward}
+    errors = [rf"{latex(layer.delta)} &= {latex(formulas[layer.delta])} = {number('d' + layer.b.name)}"
+              for layer in reversed(d.layers)]  # with one sample δ⁽ˡ⁾ is ∂L/∂b⁽ˡ⁾, which the module returns
+    gradients = [rf"{latex(e.lhs)} &= {latex(e.rhs)} = {number('d' + e.lhs.of.name)}" for e in d.gradients]
+    updates = [rf"{latex(e.lhs)} &\leftarrow {latex(e.lhs)} - {latex(e.rhs)} = {numbers(example.updated[e.lhs.name + '_new'])}"
+               for e in d.updates]
+    return {"start": tuple(start), "forward": tuple(forward), "errors": tuple(errors),
+            "gradients": tuple(gradients), "updates": tuple(updates)}
 
 
 # The key results, numbered in every format so that the prose can refer to them.
@@ -181,24 +213,34 @@ def _proof(report: VerifyReport | None) -> dict | None:
             "assumption": bool(report.assumption)}
 
 
-def render_markdown(d: Derivation, report: VerifyReport | None = None) -> str:
+def _example(d: Derivation, example: Example | None) -> dict | None:
+    if example is None:
+        return None
+    return {"seed": example.seed, "rate": example.learning_rate, "lines": example_sections(d, example)}
+
+
+def render_markdown(d: Derivation, report: VerifyReport | None = None, example: Example | None = None) -> str:
     """Prose with $$ blocks, for GitHub and Jupyter."""
     template = environment().get_template("derivation.md.j2")
-    return template.render(**document_context(d), proof=_proof(report), **_markdown_helpers())
+    return template.render(**document_context(d), proof=_proof(report), example=_example(d, example),
+                           **_markdown_helpers())
 
 
-def render_tex(d: Derivation, report: VerifyReport | None = None) -> str:
+def render_tex(d: Derivation, report: VerifyReport | None = None, example: Example | None = None) -> str:
     """A complete LaTeX document that pdflatex compiles."""
     template = environment().get_template("derivation.tex.j2")
-    return template.render(**document_context(d), proof=_proof(report), **_tex_helpers())
+    return template.render(**document_context(d), proof=_proof(report), example=_example(d, example),
+                           **_tex_helpers())
 
 
-def render(d: Derivation, format: str = "latex", report: VerifyReport | None = None) -> str:
-    """The derivation in one of FORMATS, with the proof's outcome when a report is given."""
+def render(d: Derivation, format: str = "latex", report: VerifyReport | None = None,
+           example: Example | None = None) -> str:
+    """The derivation in one of FORMATS, with the proof's outcome when a report is given and the
+    worked example's numbers when one is given (documents only)."""
     if format == "latex":
         return d.latex()
     if format == "markdown":
-        return render_markdown(d, report)
+        return render_markdown(d, report, example)
     if format == "tex":
-        return render_tex(d, report)
+        return render_tex(d, report, example)
     raise ValueError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")

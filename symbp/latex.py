@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
@@ -239,6 +240,19 @@ class InlineLatexPrinter(BackpropLatexPrinter):
         return super()._print_Mul(expr).replace(r"\frac{", r"\tfrac{")
 
 
+class NumberLatexPrinter(BackpropLatexPrinter):
+    """Numbers as a worked example shows them: four decimals, so that columns line up."""
+
+    def _print_Float(self, expr: sp.Float) -> str:
+        return f"{float(expr):.4f}"
+
+
+def numbers(values: object) -> str:
+    """A matrix of computed numbers (a 1 × 1 one as a plain number), to four decimals."""
+    matrix = sp.Matrix(np.atleast_2d(np.asarray(values, dtype=float)).tolist())
+    return _NUMBERS.doprint(matrix[0, 0] if matrix.shape == (1, 1) else matrix)
+
+
 def inline(expr: sp.Basic) -> str:
     """One SymPy object in the document's notation, for inline math in prose."""
     return _INLINE.doprint(expr)
@@ -275,6 +289,7 @@ def _is_negative(arg: sp.Basic) -> bool:
 
 _PRINTER = BackpropLatexPrinter()
 _INLINE = InlineLatexPrinter()
+_NUMBERS = NumberLatexPrinter()
 
 
 def latex(expr: sp.Basic) -> str:

@@ -1,14 +1,17 @@
 """The derivation as a document: Markdown, a standalone LaTeX file that pdflatex compiles, notebooks."""
 
 import os
+import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 from test_cli import run
 
 from symbp import derive
 from symbp.document import render_markdown, render_tex
+from symbp.example import worked_example
 
 DEEP = ("4-8-8-6-3", "tanh,relu,z/(1+exp(-z)),softmax", "cross_entropy", "mean")
 
@@ -126,3 +129,44 @@ def test_the_reuse_of_a_is_explained_once_and_not_for_a_step():
     relu_only = render_markdown(derive("2-3-1", "relu,identity", "half_se"))
     assert "The forward pass has already computed $a$" not in relu_only  # [a > 0] saves no arithmetic
     assert r"&= \delta^{(3)} \cdot" in render_markdown(derive("2-3-3-2", "relu,tanh,softmax", "cross_entropy"))
+
+
+def _shown(section: str, lhs: str) -> np.ndarray:
+    """The numbers after the last '=' on the example's line for ``lhs``."""
+    line = next(line for line in section.splitlines() if line.startswith(lhs + " &"))
+    return np.array([float(x) for x in re.findall(r"-?\d+\.\d{4}", line.rsplit("= ", 1)[1])])
+
+
+def test_the_worked_example_shows_what_the_hand_written_network_computes(xor_module):
+    from reference import SimpleNeuralNetwork
+
+    d = derive("2-2-1", "sigmoid", "half_se")
+    text = render_markdown(d, example=worked_example(d, seed=3))
+    section = text.split("## A worked example", 1)[1].split("## For any depth", 1)[0]
+    params = xor_module.init_params(3)
+    net = SimpleNeuralNetwork(2, 2, 1, params)
+    X, y = np.array([[1.0], [0.0]]), np.array([[1.0]])  # XOR's (1, 0) → 1
+    net.forward(X)
+    grads = net.gradients(X, y)
+    delta2 = (net.a2 - y) * net.a2 * (1 - net.a2)
+    expected = {
+        "W^{(1)}": params["W1"], "z^{(1)}": net.z1, "a^{(1)}": net.a1, "z^{(2)}": net.z2, "a^{(2)}": net.a2,
+        "L": 0.5 * (net.a2 - y) ** 2, r"\delta^{(2)}": delta2, r"\delta^{(1)}": grads["b1"],
+        r"\frac{\partial L}{\partial W^{(2)}}": grads["W2"], r"\frac{\partial L}{\partial W^{(1)}}": grads["W1"],
+    }
+    for lhs, value in expected.items():
+        np.testing.assert_allclose(_shown(section, lhs), np.ravel(value), atol=6e-5, err_msg=lhs)
+    net.backward(X, y, 0.1)
+    updates = [line for line in section.splitlines() if r"&\leftarrow" in line]
+    for line, after in zip(updates, (net.W2, net.b2, net.W1, net.b1), strict=True):
+        np.testing.assert_allclose([float(x) for x in re.findall(r"-?\d+\.\d{4}", line.rsplit("= ", 1)[1])],
+                                   np.ravel(after), atol=6e-5, err_msg=line)
+
+
+def test_the_worked_example_is_for_small_networks_and_documents():
+    assert run("derive", "--layers", "2-5-1", "--format", "markdown", "--example").stderr.count("at most 4 units") == 1
+    bad = run("derive", "--layers", "2-2-1", "--example")
+    assert bad.returncode == 2 and "--format markdown" in bad.stderr
+    ok = run("derive", "--layers", "3-4-3", "--activation", "tanh,softmax", "--loss", "cross_entropy",
+             "--format", "tex", "--example", "--seed", "5")
+    assert ok.returncode == 0 and r"\begin{matrix}" in ok.stdout and "init\\_params(5)" in ok.stdout

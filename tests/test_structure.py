@@ -15,7 +15,7 @@ LAYERS = [
     {"program"},
     {"latex", "codegen", "inplace", "loops", "render", "document", "verify", "templating", "files"},
     {"api"},
-    {"datasets", "train", "plots"},
+    {"datasets", "train", "plots", "example"},
     {"cli", "__main__", "__init__"},
 ]
 
