@@ -339,7 +339,7 @@ def sections(d: Derivation) -> list[Section]:
         lines = [*([] if named else equation_lines(definition)), *equation_lines(derivative)]
         if in_output is not None and in_output.rhs.has(act_a):  # in f(z), then in a: what the code computes
             in_f = in_output.rhs.subs(act_a, definition.lhs)
-            if in_f != derivative.rhs:
+            if in_f.subs(definition.lhs, definition.rhs) != derivative.rhs:  # 1 − tanh(z)² twice says nothing
                 lines.append(rf"&= {latex(in_f)}")
             lines.append(rf"&= {latex(in_output.rhs)} \qquad \text{{with }} a = {latex(definition.lhs)}")
         out.append(Section(f"activation:{f.name}", f"Activation: {f.name}", tuple(lines)))
