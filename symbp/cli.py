@@ -32,6 +32,7 @@ from .render import BACKENDS
 from .spec import LOSS_OUTPUTS, LOSSES, REDUCTIONS, SpecError, parse_layers
 from .train import (
     DEFAULT_SEED,
+    Record,
     fit,
     load_module,
     module_for,
@@ -340,9 +341,10 @@ def _train(args: argparse.Namespace) -> int:
               f"{args.dataset}: {data.X_train.shape[1]} training and {data.X_test.shape[1]} test samples, "
               f"{setting}, {batches}, {init} init, seed {args.seed}")
 
-    def progress(epoch: int, loss: float, train_accuracy: float, test_accuracy: float) -> None:
-        print(f"epoch {epoch:>6}  loss {loss:.6g}  train accuracy {train_accuracy:.4f}  "
-              f"test accuracy {test_accuracy:.4f}", flush=True)
+    def progress(record: Record) -> None:
+        test_loss = "" if record.test_loss is None else f"  test loss {record.test_loss:.6g}"
+        print(f"epoch {record.epoch:>6}  loss {record.loss:.6g}{test_loss}  train accuracy "
+              f"{record.train_accuracy:.4f}  test accuracy {record.test_accuracy:.4f}", flush=True)
 
     with warnings.catch_warnings():  # a diverging run ends in one line (FloatingPointError), not warnings
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -355,6 +357,8 @@ def _train(args: argparse.Namespace) -> int:
         "final_loss": result.final_loss, "train_accuracy": result.train_accuracy,
         "test_accuracy": result.test_accuracy,
     }
+    if result.final.test_loss is not None:
+        report["test_loss"] = result.final.test_loss
     if args.dataset == "xor":
         predictions = module.forward(result.params, data.X_train).ravel()
         report["predictions"] = [float(p) for p in predictions]
