@@ -142,10 +142,10 @@ def test_symbp_alone_prints_the_help_and_exits_0():
     (["nope"], "argument COMMAND: invalid choice: 'nope'"),
     (["--bogus"], "unrecognized arguments: --bogus"),
 ])
-def test_argument_errors_say_symbp_once(args, message):
-    result = run(*args)
-    assert result.returncode == 2
-    assert result.stderr.startswith(f"symbp: error: {message}") and result.stderr.count("symbp") == 1, result.stderr
+def test_argument_errors_say_symbp_once(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"symbp: error: {message}") and err.count("symbp") == 1, err
 
 
 def help_text(command, capsys):

@@ -66,14 +66,14 @@ def table_rows(markdown):
 
 
 def test_the_proof_report_is_one_line_and_renders_in_a_notebook():
-    report = derive("3-4-2", "tanh,softmax", "cross_entropy").verify()
+    report = derive("3-2-2", "tanh,softmax", "cross_entropy").verify()
     text = repr(report)
-    assert len(text) < 400 and "\n" not in text and "3-4-2" in text and "all equal" in text, text
+    assert len(text) < 400 and "\n" not in text and "3-2-2" in text and "all equal" in text, text
     markdown = report._repr_markdown_()
-    assert "**all 26 gradient entries equal**" in markdown and "Σᵢ yᵢ = 1" in markdown
+    assert "**all 14 gradient entries equal**" in markdown and "Σᵢ yᵢ = 1" in markdown
     assert "| --- | ---: | ---: | ---: | --- |" in markdown
     rows = table_rows(markdown)
-    assert {name: int(cells[0]) for name, cells in rows.items()} == {"W1": 12, "b1": 4, "W2": 8, "b2": 2}
+    assert {name: int(cells[0]) for name, cells in rows.items()} == {"W1": 6, "b1": 2, "W2": 4, "b2": 2}
     assert all(int(cells[1]) + int(cells[2]) == int(cells[0]) and cells[3] == "equal" for cells in rows.values())
 
 
