@@ -26,6 +26,15 @@ class Derivation(_derive.Derivation):
 
         return render_markdown(self)
 
+    def __repr__(self) -> str:
+        """A few lines, not the dataclass's dump of every SymPy expression."""
+        counts = ", ".join(f"{len(equations)} {what}" for what, equations in (
+            ("forward", self.forward), ("backward (δ)", self.backward), ("gradients", self.gradients),
+            ("updates", self.updates)))
+        return (f"<Derivation {self.spec.options()}\n"
+                f"  equations: {counts}, and the loss\n"
+                "  .latex() or .markdown() prints it, .verify() proves it>")
+
     def _repr_markdown_(self) -> str:
         return self.markdown()
 

@@ -13,6 +13,7 @@ import os
 import shlex
 import signal
 import sys
+import textwrap
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,14 +22,18 @@ import numpy as np
 
 from .activations import activation_names
 from .api import derive, generate
-from .datasets import DATASETS
+from .codegen import plain_formula
+from .datasets import DATASETS, DEFAULTS
 from .document import FORMATS
 from .example import worked_example
+from .expressions import vocabulary
 from .files import GENERATED_MARKER, atomic_path, head, writable, write_output
+from .losses import get_loss
 from .render import BACKENDS
-from .spec import LOSSES, REDUCTIONS, SpecError, parse_layers
+from .spec import LOSS_OUTPUTS, LOSSES, REDUCTIONS, SpecError, parse_layers
 from .train import (
     DEFAULT_SEED,
+    Record,
     fit,
     load_module,
     module_for,
@@ -37,16 +42,68 @@ from .train import (
 from .version import __version__
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's lines as written, and names every option's default where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.option_strings and action.default not in (None, False, [], "", argparse.SUPPRESS) \
+                and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not the usage block
-        raise SpecError(f"{self.prog}: {message}")
+    """Raises one line for main() to print as ``symbp: error: …``, instead of printing the usage block.
+
+    ``context`` says where the words came from when they are not the command line (a file's header).
+    """
+
+    def __init__(self, *args: object, context: str = "", **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+        self.context = context
+
+    def error(self, message: str) -> None:
+        raise SpecError(f"{self.context}: {message}" if self.context else message)
+
+
+_HELP_WIDTH = 79
+_UNBROKEN = "\N{NO-BREAK SPACE}"  # textwrap breaks lines only at ASCII whitespace
+
+
+def _examples(*commands: str) -> str:
+    return "examples:\n" + "\n".join(f"  {command}" for command in commands)
+
+
+def _network_help() -> str:
+    """Activations and losses, from the tables the code uses."""
+    width = max(map(len, LOSSES))
+    losses = []
+    for name in LOSSES:
+        loss = get_loss(name)
+        needs = f", with a {LOSS_OUTPUTS[name]} output" if name in LOSS_OUTPUTS else ""
+        formula = plain_formula(loss.per_unit).replace(" ", _UNBROKEN)  # wrapped around, never inside
+        line = textwrap.fill(f"{name:<{width}}  {loss.title}{needs}: {formula}", _HELP_WIDTH,
+                             initial_indent="  ", subsequent_indent=" " * (width + 4))
+        losses.append(line.replace(_UNBROKEN, " "))
+    return "\n".join([
+        "activations (--activation, one for every layer or one per layer):",
+        textwrap.fill(f"{', '.join(activation_names())} (softmax: output layer only), or a formula in z, e.g. "
+                      f"'z/(1+exp(-z))' (quoted for the shell) that SymPy differentiates, using {vocabulary()}",
+                      _HELP_WIDTH, initial_indent="  ", subsequent_indent="  "),
+        "losses (--loss): ℓ(a, y) for one output unit and one sample, summed over the",
+        "output units, then summed or averaged over the samples (--reduction):",
+        *losses,
+    ])
 
 
 def _network_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--layers", required=required, help="widths from input to output, e.g. 2-2-1")
     parser.add_argument("--activation", default="sigmoid",
-                        help=f"one for all layers or one per layer, comma-separated: {', '.join(activation_names())}")
-    parser.add_argument("--loss", default="half_se", help=f"one of {', '.join(LOSSES)}")
+                        help="a name or a formula in z (listed below) for every layer, or one per layer, "
+                             "comma-separated")
+    parser.add_argument("--loss", default="half_se", help=f"{', '.join(LOSSES)} (defined below)")
     parser.add_argument("--reduction", default="sum", help=f"over the samples: {' or '.join(REDUCTIONS)}")
     parser.add_argument("--l2", default="", metavar="LAMBDA",
                         help="add the weight penalty ½λ Σ‖W‖² (weights, not biases) with this λ, e.g. 0.01")
@@ -54,12 +111,30 @@ def _network_options(parser: argparse.ArgumentParser, required: bool = True) -> 
                         help="insert a registered op into a layer (symbp.ops.register), e.g. scale:1; repeatable")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="symbp", description="Backpropagation derived by SymPy: LaTeX and NumPy code.")
-    parser.add_argument("--version", action="version", version=f"symbp {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _per_dataset(field: str) -> str:
+    """A default that depends on --dataset, from the table train uses."""
+    return "default per data set: " + ", ".join(f"{name} {getattr(d, field)}" for name, d in DEFAULTS.items())
 
-    p = commands.add_parser("derive", help="print the derivation as LaTeX")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="symbp", description="Backpropagation derived by SymPy: LaTeX and NumPy code.",
+                     epilog=_examples(
+                         "symbp derive --layers 2-2-1 --activation sigmoid --loss half_se --verify",
+                         "symbp generate --layers 2-2-1 -o xor.py",
+                         "symbp train --dataset digits --plot digits.png",
+                     ) + "\n\nsymbp COMMAND --help tells more about each command.")
+    parser.add_argument("--version", action="version", version=f"symbp {__version__}")
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND", parser_class=_Parser)
+
+    network = _network_help()
+    p = commands.add_parser(
+        "derive", help="print the derivation as LaTeX or Markdown, and prove it",
+        description="Derive backpropagation for a network with SymPy and print it.",
+        epilog=network + "\n\n" + _examples(
+            "symbp derive --layers 2-2-1 --activation sigmoid --loss half_se --verify",
+            "symbp derive --layers 2-3-1 --activation 'z/(1+exp(-z))' --format markdown",
+            "symbp derive --layers 2-2-1 --format tex --example -o xor.tex",
+        ))
     _network_options(p)
     p.add_argument("--verify", action="store_true", help="prove each gradient entry against sympy.diff")
     p.add_argument("--format", default="latex", choices=FORMATS,
@@ -71,34 +146,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.add_argument("--force", action="store_true", help="overwrite a file symbp did not write")
 
-    p = commands.add_parser("generate", help="write the NumPy training module")
+    p = commands.add_parser(
+        "generate", help="write the NumPy training module",
+        description="Write a training module (forward, loss, gradients, train) for a network.",
+        epilog=network + "\n\n" + _examples(
+            "symbp generate --layers 2-2-1 --activation sigmoid --loss half_se -o xor.py",
+            "symbp generate --layers 2-8-1 --backend numba -o fast.py",
+            "symbp generate --check generated/*.py",
+        ))
     _network_options(p, required=False)
     p.add_argument("-o", "--output", help="the module's path, e.g. generated/xor.py")
     p.add_argument("--force", action="store_true", help="overwrite a file symbp did not generate")
     p.add_argument("--backend", default="numpy", choices=BACKENDS,
-                   help="numpy (default): numpy only; numba: train's loop compiled by numba (pip install symbp[fast])")
+                   help="numpy: numpy only; numba: train's loop compiled by numba (pip install symbp[fast])")
     p.add_argument("--check", nargs="+", metavar="PATH",
                    help="exit 1 if a generated file differs from what this symbp generates from its header")
 
-    p = commands.add_parser("train", help="train a generated network on a data set (default: XOR)")
+    p = commands.add_parser(
+        "train", help="train a generated network on a data set (default: XOR)",
+        description="Generate a network and train it on a data set, reporting loss and accuracy.",
+        epilog=network + "\n\n" + _examples(
+            "symbp train",
+            "symbp train --dataset digits --epochs 50 --plot digits.png",
+            "symbp train --layers 2-2-1 --learning-rate 0.1 --seeds 100",
+        ))
     p.add_argument("--dataset", default="xor", choices=DATASETS,
                    help="xor (the document's), or scikit-learn's digits or breast_cancer (pip install symbp[datasets])")
-    p.add_argument("--layers", help="widths; default per data set (xor 2-4-1, digits 64-64-10, breast_cancer 30-16-1)")
-    p.add_argument("--activation", help="default per data set (xor sigmoid, digits tanh,softmax, ...)")
-    p.add_argument("--loss", help=f"one of {', '.join(LOSSES)}; default per data set")
-    p.add_argument("--reduction", help=f"{' or '.join(REDUCTIONS)}; default per data set")
-    p.add_argument("--l2", help="the weight penalty's λ (½λ Σ‖W‖², weights only); default none")
+    p.add_argument("--layers", help=f"widths; {_per_dataset('layers')}")
+    p.add_argument("--activation", help=_per_dataset("activation"))
+    p.add_argument("--loss", help=f"{', '.join(LOSSES)} (defined below); {_per_dataset('loss')}")
+    p.add_argument("--reduction", help=f"{' or '.join(REDUCTIONS)}; {_per_dataset('reduction')}")
+    p.add_argument("--l2", metavar="LAMBDA", help="the weight penalty's λ (½λ Σ‖W‖², weights only); default none")
     p.add_argument("--module", help="a generated module to train (default: generate one for --layers)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--learning-rate", type=float)
-    p.add_argument("--batch-size", type=int, help="mini-batch SGD with batches of this size (default: full batch for xor)")
+    p.add_argument("--epochs", type=int, help=_per_dataset("epochs"))
+    p.add_argument("--learning-rate", type=float, help=_per_dataset("learning_rate"))
+    p.add_argument("--batch-size", type=int, help="mini-batch SGD with batches of this size; "
+                   + _per_dataset("batch_size").replace("None", "full batch"))
     p.add_argument("--init", choices=("normal", "fan_in"),
-                   help="normal: the document's standard-normal weights; fan_in: variance 1/inputs, zero biases")
+                   help="normal: the document's standard-normal weights; fan_in: variance 1/inputs, zero biases; "
+                        + _per_dataset("init"))
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="initial weights, batches and the test split")
     p.add_argument("--log-every", type=int, help="progress every N epochs (default: about ten lines)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of progress")
     p.add_argument("--save", metavar="FILE.npz", help="write the trained weights (and input scaling) here")
-    p.add_argument("--plot", metavar="FILE.png", help="draw the loss curve (and the decision surface for two inputs)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw loss and accuracy curves (train and test), a confusion matrix on the test split, "
+                        "and the decision surface for two inputs (pip install symbp[plot])")
     p.add_argument("--compare", action="store_true",
                    help="also fit scikit-learn's MLPClassifier with the same hidden layers on the same split")
     p.add_argument("--seeds", type=int, metavar="N",
@@ -109,7 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; every error the user can cause is one line on stderr and exit status 2."""
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:  # `symbp` alone asks what it can do
+            parser.print_help()
+            return 0
         return {"derive": _derive, "generate": _generate, "train": _train}[args.command](args)
     except (SpecError, ValueError, FloatingPointError, NotImplementedError) as error:
         return _fail(str(error))
@@ -175,7 +272,7 @@ def header_options(path: str) -> list[str]:
 
 def regenerate(path: str) -> tuple[list[str], str]:
     """The header's options and what this symbp generates from them; the options are parsed strictly."""
-    options = _Parser(prog=f"{path}: header", add_help=False)
+    options = _Parser(prog="symbp generate", add_help=False, context=f"{path}: header")
     _network_options(options)
     options.add_argument("--backend", default="numpy", choices=BACKENDS)
     recorded = header_options(path)
@@ -205,7 +302,7 @@ def _check(paths: list[str]) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .datasets import DEFAULTS, load
+    from .datasets import load
 
     defaults = DEFAULTS[args.dataset]
     epochs = defaults.epochs if args.epochs is None else args.epochs
@@ -254,9 +351,10 @@ def _train(args: argparse.Namespace) -> int:
               f"{args.dataset}: {data.X_train.shape[1]} training and {data.X_test.shape[1]} test samples, "
               f"{setting}, {batches}, {init} init, seed {args.seed}")
 
-    def progress(epoch: int, loss: float, train_accuracy: float, test_accuracy: float) -> None:
-        print(f"epoch {epoch:>6}  loss {loss:.6g}  train accuracy {train_accuracy:.4f}  "
-              f"test accuracy {test_accuracy:.4f}", flush=True)
+    def progress(record: Record) -> None:
+        test_loss = "" if record.test_loss is None else f"  test loss {record.test_loss:.6g}"
+        print(f"epoch {record.epoch:>6}  loss {record.loss:.6g}{test_loss}  train accuracy "
+              f"{record.train_accuracy:.4f}  test accuracy {record.test_accuracy:.4f}", flush=True)
 
     with warnings.catch_warnings():  # a diverging run ends in one line (FloatingPointError), not warnings
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -269,6 +367,8 @@ def _train(args: argparse.Namespace) -> int:
         "final_loss": result.final_loss, "train_accuracy": result.train_accuracy,
         "test_accuracy": result.test_accuracy,
     }
+    if result.final.test_loss is not None:
+        report["test_loss"] = result.final.test_loss
     if args.dataset == "xor":
         predictions = module.forward(result.params, data.X_train).ravel()
         report["predictions"] = [float(p) for p in predictions]

@@ -235,6 +235,11 @@ _CODE = NumpyCodePrinter()
 _COMMENT = FormulaCommentPrinter()
 
 
+def plain_formula(expr: sp.Basic) -> str:
+    """A formula as plain text, as the generated code's comments write it: (a − y)²/2."""
+    return _COMMENT.doprint(expr)
+
+
 class UnsupportedOperation(NotImplementedError):
     """An operation (or a node inside one) that a backend has no way to print."""
 

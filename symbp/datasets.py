@@ -54,6 +54,7 @@ class Dataset:
     labels_test: np.ndarray
     input_mean: np.ndarray  # (inputs, 1): X = (raw − mean) / scale
     input_scale: np.ndarray
+    held_out: bool = True  # False: the test set is the training set (XOR's four points)
 
     @property
     def inputs(self) -> int:
@@ -69,7 +70,7 @@ def xor() -> Dataset:
     X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float).T
     labels = np.array([0, 1, 1, 0])
     Y = labels[None, :].astype(float)
-    return Dataset("xor", X, Y, labels, X, Y, labels, np.zeros((2, 1)), np.ones((2, 1)))
+    return Dataset("xor", X, Y, labels, X, Y, labels, np.zeros((2, 1)), np.ones((2, 1)), held_out=False)
 
 
 def load(name: str, seed: int = 0) -> Dataset:

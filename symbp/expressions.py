@@ -69,6 +69,12 @@ _BINARY: dict[type, Callable[[sp.Expr, sp.Expr], sp.Expr]] = {
 }
 
 
+def vocabulary() -> str:
+    """What a formula may use, in words (for errors and --help)."""
+    allowed = ", ".join(sorted(set(FUNCTIONS) - {"abs", "max", "min"}))  # lower-case aliases of Abs, Max, Min
+    return f"{', '.join(CONSTANTS)}, numbers, + - * / ** and {allowed}"
+
+
 def parse_formula(text: str) -> sp.Expr:
     """The SymPy expression for an activation formula in z, e.g. ``z/(1+exp(-z))``."""
     if len(text) > MAX_LENGTH:
@@ -105,9 +111,7 @@ class _Reader:
         self.text = text
 
     def refuse(self, what: str) -> SpecError:
-        allowed = ", ".join(sorted(set(FUNCTIONS) - {"abs", "max", "min"}))
-        return SpecError(f"bad activation formula {self.text!r}: {what}; "
-                         f"use z, numbers, pi, E, + - * / ** and {allowed}")
+        return SpecError(f"bad activation formula {self.text!r}: {what}; use {vocabulary()}")
 
     def read(self, node: ast.AST) -> sp.Expr:
         method = getattr(self, f"read_{type(node).__name__}", None)

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 LOSSES = ("half_se", "bce", "cross_entropy")
 REDUCTIONS = ("sum", "mean")
+LOSS_OUTPUTS = {"bce": "sigmoid", "cross_entropy": "softmax"}  # the output layer a loss needs, where it needs one
 MAX_WIDTH = 100_000
 MAX_WIDTHS = 101  # an input and at most 100 weight layers
 
@@ -137,7 +138,7 @@ def check_combination(spec: NetworkSpec) -> None:
             raise SpecError(f"softmax is only allowed on the output layer, not on layer {index} of {spec.depth}")
     if output == "softmax" and spec.layers[-1] < 2:
         raise SpecError("softmax needs at least 2 output units (with 1 it is the constant 1)")
-    if spec.loss == "cross_entropy" and output != "softmax":
+    if spec.loss == "cross_entropy" and output != LOSS_OUTPUTS["cross_entropy"]:
         raise SpecError(f"loss cross_entropy needs a softmax output layer, not {output}; "
                         "e.g. --activation tanh,softmax")
     if spec.loss == "bce" and output == "softmax":
@@ -145,7 +146,7 @@ def check_combination(spec: NetworkSpec) -> None:
         # has no form in a that stays finite where one output rounds to 1.
         raise SpecError("loss bce treats each output unit as its own probability, which a softmax output is not: "
                         "use --loss cross_entropy with softmax, or a sigmoid output with bce")
-    if spec.loss == "bce" and output != "sigmoid":
+    if spec.loss == "bce" and output != LOSS_OUTPUTS["bce"]:
         raise SpecError(f"loss bce needs outputs in (0, 1): a sigmoid output layer, not {output}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -71,24 +72,50 @@ def success_rate(module: ModuleType, seeds: int, epochs: int = DEFAULT_EPOCHS,
     return sum(train_xor(module, epochs, learning_rate, seed, log_every=epochs).solved for seed in range(seeds))
 
 
-@dataclass
-class Fit:
-    """One training run on a data set: the loss curve, the final figures and the parameters."""
+@dataclass(frozen=True)
+class Record:
+    """The network after ``epoch`` epochs: its loss and accuracies, all from the same parameters."""
 
-    params: dict
-    curve: list[tuple[int, float]]  # (epoch, loss on the training set before that epoch)
-    final_loss: float
+    epoch: int
+    loss: float  # module.loss on the training set
+    test_loss: float | None  # on the held-out split; None where there is none (XOR)
     train_accuracy: float
     test_accuracy: float
-    seconds: float
+
+
+@dataclass
+class Fit:
+    """One training run on a data set: what it measured along the way, and the trained parameters."""
+
+    params: dict
+    history: list[Record]  # epoch 0, then every few epochs (about 200 records), ending at the last epoch
+    seconds: float  # training steps only, not the measuring
+
+    @property
+    def final(self) -> Record:
+        return self.history[-1]
+
+    @property
+    def final_loss(self) -> float:
+        return self.final.loss
+
+    @property
+    def train_accuracy(self) -> float:
+        return self.final.train_accuracy
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.final.test_accuracy
 
 
 def fit(module: ModuleType, data, epochs: int, learning_rate: float, batch_size: int | None = None,
-        seed: int = 0, init: str = "normal", log_every: int | None = None, progress=None) -> Fit:
+        seed: int = 0, init: str = "normal", log_every: int | None = None,
+        progress: Callable[[Record], None] | None = None) -> Fit:
     """Train ``module`` on ``data`` (a :class:`symbp.datasets.Dataset`) from ``init_params(seed, init)``.
 
-    The loss is recorded at about 200 points for the curve; ``progress(epoch, loss, train
-    accuracy, test accuracy)`` is called about ten times (or every ``log_every`` epochs).
+    The network is measured at about 200 epochs (for the curves), each time loss and accuracies
+    together; ``progress(record)`` gets about ten of those records (or one every ``log_every``
+    epochs), always the first and the last.
     """
     import math
     import time
@@ -101,27 +128,26 @@ def fit(module: ModuleType, data, epochs: int, learning_rate: float, batch_size:
     step = max(1, epochs // 200)
     report_every = log_every or step * max(1, (epochs // 10) // step)
     step = math.gcd(step, report_every)
-    curve: list[tuple[int, float]] = []
+    history: list[Record] = []
     seconds = 0.0
 
-    def accuracies() -> tuple[float, float]:
-        return (accuracy(module.forward(params, data.X_train), data.labels_train),
-                accuracy(module.forward(params, data.X_test), data.labels_test))
+    def measure(epoch: int) -> None:
+        loss = float(module.loss(params, data.X_train, data.Y_train))
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss} at epoch {epoch}; lower the learning rate")
+        record = Record(epoch, loss, float(module.loss(params, data.X_test, data.Y_test)) if data.held_out else None,
+                        accuracy(module.forward(params, data.X_train), data.labels_train),
+                        accuracy(module.forward(params, data.X_test), data.labels_test))
+        history.append(record)
+        if progress is not None and (epoch % report_every == 0 or epoch == epochs):
+            progress(record)
 
+    measure(0)
     for start in range(0, epochs, step):
         count = min(step, epochs - start)
         began = time.perf_counter()
-        [loss] = module.train(params, data.X_train, data.Y_train, count, learning_rate, log_every=count,
-                              batch_size=batch_size, rng=rng)
+        module.train(params, data.X_train, data.Y_train, count, learning_rate, log_every=count,
+                     batch_size=batch_size, rng=rng)
         seconds += time.perf_counter() - began
-        curve.append((start, loss))
-        if progress is not None and start % report_every == 0:
-            progress(start, loss, *accuracies())
-    final = float(module.loss(params, data.X_train, data.Y_train))
-    if not np.isfinite(final):
-        raise FloatingPointError(f"the loss became {final} at epoch {epochs}; lower the learning rate")
-    curve.append((epochs, final))
-    train_accuracy, test_accuracy = accuracies()
-    if progress is not None:
-        progress(epochs, final, train_accuracy, test_accuracy)
-    return Fit(params, curve, final, train_accuracy, test_accuracy, seconds)
+        measure(start + count)
+    return Fit(params, history, seconds)

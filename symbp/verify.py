@@ -69,6 +69,28 @@ class VerifyReport:
             + (f", given {self.assumption}" if self.assumption else "")
         )
 
+    def __repr__(self) -> str:
+        return f"<VerifyReport {self.summary()}>"
+
+    def _repr_markdown_(self) -> str:
+        """The verdict and one table row per parameter, for a notebook."""
+        failed = [c for c in self.checks if not c.ok]
+        verdict = (f"**all {len(self.checks)} gradient entries equal**" if not failed else
+                   "**MISMATCH** at " + ", ".join(f"`{c.param}[{c.row},{c.col}]`" for c in failed))
+        given = f", given {self.assumption}" if self.assumption else ""
+        headline = (f"Proof of `{self.network}` against `sympy.diff` of the expanded loss, "
+                    f"{self.samples} sample(s): {verdict}{given}.")
+        lines = [headline, "",
+                 "| parameter | entries | by simplification to 0 | by 50-digit evaluation | result |",
+                 "| --- | ---: | ---: | ---: | --- |"]
+        for param in dict.fromkeys(c.param for c in self.checks):
+            mine = [c for c in self.checks if c.param == param]
+            symbolic = sum(c.method == "symbolic" for c in mine)
+            wrong = sum(not c.ok for c in mine)
+            result = "equal" if not wrong else f"{wrong} differ"
+            lines.append(f"| `{param}` | {len(mine)} | {symbolic} | {len(mine) - symbolic} | {result} |")
+        return "\n".join(lines)
+
 
 def explicit_environment(d: Derivation, samples: int) -> dict[str, sp.Matrix]:
     """A scalar symbol for every entry of every parameter, input and target."""

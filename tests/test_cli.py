@@ -1,6 +1,8 @@
 """The command line as a user runs it, and the committed generated module."""
 
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,8 @@ import pytest
 from conftest import ROOT, XOR_MODULE, XOR_OPTIONS
 
 import symbp
+from symbp.cli import build_parser, main
+from symbp.expressions import FUNCTIONS
 
 
 def run(*args, cwd=None):
@@ -122,6 +126,66 @@ def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_symbp_alone_prints_the_help_and_exits_0():
+    result = run()
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith("usage: symbp")
+    for command in ("derive", "generate", "train", "examples:"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["derive", "--layers", "2-1", "--format", "pdf"], "argument --format: invalid choice: 'pdf'"),
+    (["derive"], "the following arguments are required: --layers"),
+    (["nope"], "argument COMMAND: invalid choice: 'nope'"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_argument_errors_say_symbp_once(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"symbp: error: {message}") and err.count("symbp") == 1, err
+
+
+def help_text(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["derive", "generate", "train"])
+def test_help_shows_defaults_losses_formulas_and_examples(command, capsys):
+    text = help_text(command, capsys)
+    flat = " ".join(text.split())  # argparse wraps lines at the terminal's width
+    defaults = {"derive": ["--activation", "(default: sigmoid)", "(default: half_se)", "(default: latex)"],
+                "generate": ["(default: sigmoid)", "(default: numpy)"],
+                "train": ["(default: xor)", "xor 2-4-1, digits 64-64-10", "xor 10000", "xor full batch"]}[command]
+    for needle in defaults:
+        assert needle in flat, needle
+    for loss, formula in (("half_se", "(a − y)²/2"), ("bce", "−y·log(a) − (1 − y)·log(1 − a)"),
+                          ("cross_entropy", "−y·log(a)")):
+        assert re.search(rf"^  {loss} +.*{re.escape(formula)}$", text, re.MULTILINE | re.DOTALL), loss
+    assert "formula in z" in flat and "'z/(1+exp(-z))'" in flat
+    for name in FUNCTIONS:
+        assert re.search(rf"\b{name}\b", flat, re.IGNORECASE), name
+    assert "(default: None)" not in flat and "(default: False)" not in flat
+    examples = text.split("examples:\n", 1)[1].strip().splitlines()
+    assert 2 <= len(examples) <= 3
+    for example in examples:
+        words = shlex.split(example)
+        assert words[:2] == ["symbp", command]
+        build_parser().parse_args(words[1:])  # raises on any option that does not exist
+
+
+def test_help_examples_of_derive_and_generate_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for command in ("derive", "generate"):
+        for example in help_text(command, capsys).split("examples:\n", 1)[1].strip().splitlines():
+            if "*" not in example:  # generate --check generated/*.py is run by test_every_committed_module_is_current
+                assert main(shlex.split(example)[1:]) == 0, example
+    assert sorted(os.listdir(tmp_path)) == ["fast.py", "xor.py", "xor.tex"]
 
 
 def test_generated_modules_are_lint_clean(tmp_path):

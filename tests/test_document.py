@@ -12,6 +12,7 @@ from test_cli import run
 from symbp import derive
 from symbp.document import render_markdown, render_tex
 from symbp.example import worked_example
+from symbp.verify import EntryCheck, VerifyReport
 
 DEEP = ("4-8-8-6-3", "tanh,relu,z/(1+exp(-z)),softmax", "cross_entropy", "mean")
 
@@ -54,6 +55,40 @@ def test_notebook_reprs():
     d = derive("2-3-1", "tanh,sigmoid", "bce")
     assert d._repr_markdown_() == d.markdown()
     assert d._repr_latex_().startswith(r"\begin{align*}")
+
+
+def test_repr_is_a_few_lines_naming_the_network():
+    d = derive("3-4-2", "tanh,softmax", "cross_entropy")
+    text = repr(d)
+    assert len(text) < 400 and text.count("\n") <= 3, text
+    assert "--layers 3-4-2 --activation tanh,softmax --loss cross_entropy" in text
+    assert "4 forward" in text and ".latex()" in text and ".verify()" in text
+
+
+def table_rows(markdown):
+    """| `W1` | 12 | 12 | 0 | equal | -> {"W1": ["12", "12", "0", "equal"]}"""
+    rows = [line.strip("|").split("|") for line in markdown.splitlines() if line.startswith("| `")]
+    return {cells[0].strip().strip("`"): [cell.strip() for cell in cells[1:]] for cells in rows}
+
+
+def test_the_proof_report_is_one_line_and_renders_in_a_notebook():
+    report = derive("3-2-2", "tanh,softmax", "cross_entropy").verify()
+    text = repr(report)
+    assert len(text) < 400 and "\n" not in text and "3-2-2" in text and "all equal" in text, text
+    markdown = report._repr_markdown_()
+    assert "**all 14 gradient entries equal**" in markdown and "Σᵢ yᵢ = 1" in markdown
+    assert "| --- | ---: | ---: | ---: | --- |" in markdown
+    rows = table_rows(markdown)
+    assert {name: int(cells[0]) for name, cells in rows.items()} == {"W1": 6, "b1": 2, "W2": 4, "b2": 2}
+    assert all(int(cells[1]) + int(cells[2]) == int(cells[0]) and cells[3] == "equal" for cells in rows.values())
+
+
+def test_a_failed_proof_says_where_in_the_notebook():
+    checks = (EntryCheck("W1", 1, 1, "symbolic", True), EntryCheck("W1", 1, 2, "numeric", False),
+              EntryCheck("b1", 1, 1, "symbolic", True))
+    markdown = VerifyReport("--layers 2-1", 1, checks)._repr_markdown_()
+    assert "**MISMATCH** at `W1[1,2]`" in markdown
+    assert table_rows(markdown) == {"W1": ["2", "1", "1", "1 differ"], "b1": ["1", "1", "0", "equal"]}
 
 
 def test_cli_formats_and_output_file(tmp_path):

@@ -168,6 +168,7 @@ def test_hostile_input_is_one_line_exit_2_and_changes_nothing(argv, needle, play
     out, err = capsys.readouterr()
     assert status == 2, (out, err)
     assert err.count("\n") == 1 and err.startswith("symbp: error: "), err
+    assert not err.startswith(("symbp: error: symbp", "symbp: error: error")), err  # one prefix, once
     assert needle in err, err
     assert "Traceback" not in out + err
     assert _snapshot(playground) == before  # nothing written, changed or run (no file named pwned)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 from conftest import ROOT
 
 import symbp
-from symbp.datasets import DEFAULTS, load
+from symbp.datasets import DEFAULTS, Dataset, load
 from symbp.train import fit, load_module, module_for
 
 if os.environ.get("CI"):  # CI installs the datasets and plot extras: missing ones must fail there
@@ -75,6 +76,50 @@ def test_progress_does_not_flood_the_terminal():
     epochs = [line for line in result.stdout.splitlines() if line.startswith("epoch")]
     assert 5 <= len(epochs) <= 12, result.stdout
     assert all("loss" in line and "test accuracy" in line for line in epochs)
+
+
+def small_split():
+    """Three classes in four inputs with a held-out split, made here (no scikit-learn needed)."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 60)
+    X = 1.5 * rng.standard_normal((4, 3))[:, labels] + rng.standard_normal((4, 60))
+    Y = np.eye(3)[labels].T
+    return Dataset("blobs", X[:, :45], Y[:, :45], labels[:45], X[:, 45:], Y[:, 45:], labels[45:],
+                   np.zeros((4, 1)), np.ones((4, 1)))
+
+
+def test_each_record_measures_the_parameters_after_its_epoch():
+    """A logged line's loss and accuracies are those of one set of parameters: the ones a run of
+    exactly that many epochs ends with (mini-batches draw the same shuffles however runs are cut)."""
+    module = module_for(symbp.generate("4-5-3", "tanh,softmax", "cross_entropy", "mean"))
+    data = small_split()
+    logged = []
+    result = fit(module, data, 40, 0.3, batch_size=8, seed=1, init="fan_in", log_every=10, progress=logged.append)
+    assert [record.epoch for record in logged] == [0, 10, 20, 30, 40]
+    assert logged[-1] == result.history[-1] and [r.epoch for r in result.history] == list(range(41))
+    assert logged[0].train_accuracy < logged[-1].train_accuracy  # the accuracies move while the loss falls
+    for record in logged:
+        params = fit(module, data, record.epoch, 0.3, batch_size=8, seed=1, init="fan_in").params
+        assert record.loss == module.loss(params, data.X_train, data.Y_train)
+        assert record.test_loss == module.loss(params, data.X_test, data.Y_test)
+        assert record.train_accuracy == np.mean(module.forward(params, data.X_train).argmax(axis=0) == data.labels_train)
+        assert record.test_accuracy == np.mean(module.forward(params, data.X_test).argmax(axis=0) == data.labels_test)
+
+
+def test_progress_lines_report_loss_and_accuracy_of_the_same_epoch():
+    result = run("--log-every", "50")  # 10,000 epochs, measured every 50
+    assert result.returncode == 0, result.stderr
+    pattern = r"epoch +(\d+)  loss (\S+)  train accuracy (\S+)  test accuracy (\S+)$"
+    lines = [re.match(pattern, line) for line in result.stdout.splitlines() if line.startswith("epoch")]
+    assert [int(line[1]) for line in lines] == list(range(0, 10_001, 50))
+    lines = lines[:13]  # up to epoch 600, while XOR is being learned: an accuracy 50 epochs stale would show
+    assert len({line[3] for line in lines}) == 3, [line[3] for line in lines]
+    module, data = default_module("xor"), load("xor")
+    for line in lines:
+        params = fit(module, data, int(line[1]), 1.0).params
+        predictions = module.forward(params, data.X_train).ravel()
+        assert float(line[2]) == pytest.approx(module.loss(params, data.X_train, data.Y_train), rel=1e-5)
+        assert float(line[3]) == float(line[4]) == np.mean((predictions > 0.5) == data.labels_train)
 
 
 def test_mini_batches_are_steps_over_a_shuffled_order():
@@ -146,6 +191,74 @@ def test_plot_draws_a_png(tmp_path):
     assert result.returncode == 0, result.stderr
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(os.listdir(tmp_path)) == ["xor.png"]
+
+
+def test_digits_plot_is_written(tmp_path):
+    needs("matplotlib")
+    needs("sklearn")
+    target = tmp_path / "digits.png"
+    result = run("--dataset", "digits", "--epochs", "3", "--plot", str(target))
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def titled(figure):
+    """The figure's panels by the first word of their titles (colour bars have none)."""
+    return {ax.get_title().split()[0]: ax for ax in figure.axes if ax.get_title()}
+
+
+def test_plot_of_a_held_out_split_has_loss_accuracy_and_confusion():
+    needs("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from symbp.plots import training_figure
+
+    data = small_split()
+    module = module_for(symbp.generate("4-5-3", "tanh,softmax", "cross_entropy", "mean"))
+    result = fit(module, data, 20, 0.3, batch_size=8, seed=1, init="fan_in")
+    figure = training_figure(module, result, data, "blobs")
+    panels = titled(figure)
+    assert sorted(panels) == ["accuracy", "confusion", "loss"] and len(figure.axes) == 3
+    loss = panels["loss"]
+    assert loss.get_ylabel() == "cross_entropy (mean)" and loss.get_xlabel() == "epoch"
+    train, test = loss.get_lines()
+    assert (train.get_label(), test.get_label()) == ("train", "test")
+    assert list(test.get_ydata()) == [record.test_loss for record in result.history]
+    assert list(panels["accuracy"].get_lines()[1].get_ydata()) == [r.test_accuracy for r in result.history]
+    confusion = panels["confusion"]
+    counts = np.zeros((3, 3), int)
+    for label, output in zip(data.labels_test, module.forward(result.params, data.X_test).T):
+        counts[label, np.argmax(output)] += 1
+    np.testing.assert_array_equal(confusion.get_images()[0].get_array(), counts)
+    assert (confusion.get_xlabel(), confusion.get_ylabel()) == ("predicted class", "true class")
+    assert len(confusion.texts) == 9
+    plt.close(figure)
+
+    summed = module_for(symbp.generate("4-3-3", "sigmoid", "half_se"))
+    result = fit(summed, data, 2, 0.1)
+    figure = training_figure(summed, result, data, "blobs")
+    loss = titled(figure)["loss"]
+    assert loss.get_ylabel() == "half_se (sum ÷ samples)"  # the splits differ in size: per sample
+    np.testing.assert_allclose(loss.get_lines()[0].get_ydata(), [record.loss / 45 for record in result.history],
+                               rtol=1e-14)
+    plt.close(figure)
+
+
+def test_xor_plot_has_the_surface_with_a_legend_for_the_points():
+    needs("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from symbp.plots import training_figure
+
+    module, data = default_module("xor"), load("xor")
+    result = fit(module, data, 2000, 1.0)
+    figure = training_figure(module, result, data, "xor")
+    panels = titled(figure)
+    assert sorted(panels) == ["decision", "loss"] and len(figure.axes) == 3  # and the colour bar
+    assert panels["loss"].get_ylabel() == "half_se (sum)" and len(panels["loss"].get_lines()) == 1
+    legend = panels["decision"].get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == ["output 0.5", "target 0", "target 1"]
+    plt.close(figure)
 
 
 def test_compare_fits_mlpclassifier_on_the_same_split():
