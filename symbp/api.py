@@ -14,7 +14,7 @@ from .verify import VerifyReport, verify
 
 
 class Derivation(_derive.Derivation):
-    """A derivation that prints and proves itself: ``.latex()``, ``.markdown()``, ``.verify()``."""
+    """A derivation that prints and proves itself: ``.latex()``, ``.markdown()``, ``.html()``, ``.verify()``."""
 
     def latex(self) -> str:
         """The derivation's equations as LaTeX (``align*`` blocks)."""
@@ -25,6 +25,12 @@ class Derivation(_derive.Derivation):
         from .document import render_markdown
 
         return render_markdown(self)
+
+    def html(self) -> str:
+        """The derivation as one self-contained HTML page (formulas typeset by KaTeX, inlined)."""
+        from .document import render_html
+
+        return render_html(self)
 
     def _repr_markdown_(self) -> str:
         return self.markdown()

@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     _network_options(p)
     p.add_argument("--verify", action="store_true", help="prove each gradient entry against sympy.diff")
     p.add_argument("--format", default="latex", choices=FORMATS,
-                   help="latex: the equations; markdown: prose with $$ blocks; tex: a standalone LaTeX document")
+                   help="latex: the equations; markdown: prose with $$ blocks; tex: a standalone LaTeX document; "
+                        "html: a self-contained web page")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.add_argument("--force", action="store_true", help="overwrite a file symbp did not write")
 

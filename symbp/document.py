@@ -1,23 +1,29 @@
-"""The derivation as a document people read: Markdown (GitHub, Jupyter) or a standalone LaTeX file.
+"""The derivation as a document people read: Markdown (GitHub, Jupyter), a standalone LaTeX file,
+or a self-contained HTML page.
 
-The prose lives in ``templates/derivation.j2`` and is written once for both formats: the
+The prose lives in ``templates/derivation.j2`` and is written once for every format: the
 wrapper templates hand it a ``heading``, a ``display`` (aligned equations) and a ``code``
 helper in their own syntax. Every formula comes from :mod:`symbp.latex`; nothing here derives.
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import re
 from collections.abc import Callable
+from functools import cache
 
 import sympy as sp
 
 from .derive import Derivation
+from .files import GENERATED_MARKER
 from .latex import Section, align, latex, sections
-from .templating import environment
+from .templating import environment, templates_dir
 from .verify import VerifyReport
 from .version import __version__
 
-FORMATS = ("latex", "markdown", "tex")
+FORMATS = ("latex", "markdown", "tex", "html")
 
 # What f'(z) does to the error passing back through a unit, for the activations symbp knows.
 SLOPE_NOTES = {
@@ -127,6 +133,76 @@ def render_tex(d: Derivation, report: VerifyReport | None = None) -> str:
     return template.render(**document_context(d), proof=_proof(report), **_tex_helpers())
 
 
+# HTML made by a helper is set aside behind a private-use token while the prose around it is escaped.
+_KEPT = re.compile("\ue000(\\d+)\ue001")
+_INLINE_MATH = re.compile(r"\$([^$]+)\$")
+# KaTeX's fonts as the stylesheet names them: woff2, then fallbacks a page with woff2 inlined has no use for.
+_FONT_SOURCE = re.compile(r'url\(fonts/([\w-]+\.woff2)\) format\("woff2"\)(?:,url\([^)]*\) format\("[\w-]+"\))*')
+
+
+def _text(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def _html_helpers(kept: list[str]) -> dict[str, Callable[..., str]]:
+    def keep(markup: str) -> str:
+        kept.append(markup)
+        return f"\ue000{len(kept) - 1}\ue001"
+
+    return {
+        "heading": lambda title, level=2: keep(f"<h{level}>{_text(title)}</h{level}>"),
+        "display": lambda lines: keep(f'<div class="math display">{_text(align(list(lines), "aligned"))}</div>'),
+        "code": lambda text: keep(f"<code>{_text(text)}</code>"),
+    }
+
+
+def _html_block(block: str, kept: list[str]) -> str:
+    """One paragraph of the prose: its text escaped, $…$ as inline formulas, helpers' HTML put back."""
+    parts = _INLINE_MATH.split(block)  # text, formula, text, …
+    text = "".join(_text(part) if index % 2 == 0 else f'<span class="math">{_text(part)}</span>'
+                   for index, part in enumerate(parts))
+    text = _KEPT.sub(lambda match: kept[int(match.group(1))], text)
+    alone = _KEPT.fullmatch(block.strip())
+    if alone and kept[int(alone.group(1))].startswith(("<h", "<div")):
+        return text.strip()
+    return f"<p>{text.strip()}</p>"
+
+
+def html_body(prose: str, kept: list[str]) -> str:
+    """The prose as HTML: a heading or a display stands alone, every other block is a paragraph."""
+    return "\n\n".join(_html_block(block, kept) for block in re.split(r"\n\s*\n", prose.strip()))
+
+
+@cache
+def katex_assets() -> tuple[str, str]:
+    """KaTeX's script, and its stylesheet with the fonts inlined as data: URLs (templates/katex)."""
+    folder = templates_dir() / "katex"
+    script = (folder / "katex.min.js").read_text(encoding="utf-8")
+    if "</script" in script.lower():
+        raise ValueError("katex.min.js would end its <script> element early")
+
+    def inline(match: re.Match) -> str:
+        data = base64.b64encode((folder / "fonts" / match.group(1)).read_bytes()).decode("ascii")
+        return f'url(data:font/woff2;base64,{data}) format("woff2")'
+
+    style = _FONT_SOURCE.sub(inline, (folder / "katex.min.css").read_text(encoding="utf-8"))
+    if "url(fonts/" in style:
+        raise ValueError("katex.min.css names a font that is not inlined")
+    return script, style
+
+
+def render_html(d: Derivation, report: VerifyReport | None = None) -> str:
+    """One HTML file that needs nothing else: the prose, and formulas typeset by KaTeX inlined into it."""
+    kept: list[str] = []
+    context = document_context(d)
+    prose = environment().get_template("derivation.j2").render(**context, proof=_proof(report), **_html_helpers(kept))
+    script, style = katex_assets()
+    title = "Backpropagation for the network " + "-".join(map(str, d.spec.layers))
+    return environment().get_template("derivation.html.j2").render(
+        **context, proof=_proof(report), title=title, generated=f"{GENERATED_MARKER} {__version__}",
+        body=html_body(prose, kept), katex_js=script, katex_css=style)
+
+
 def render(d: Derivation, format: str = "latex", report: VerifyReport | None = None) -> str:
     """The derivation in one of FORMATS, with the proof's outcome when a report is given."""
     if format == "latex":
@@ -135,4 +211,6 @@ def render(d: Derivation, format: str = "latex", report: VerifyReport | None = N
         return render_markdown(d, report)
     if format == "tex":
         return render_tex(d, report)
+    if format == "html":
+        return render_html(d, report)
     raise ValueError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
