@@ -198,8 +198,9 @@ def render_html(d: Derivation, report: VerifyReport | None = None) -> str:
     prose = environment().get_template("derivation.j2").render(**context, proof=_proof(report), **_html_helpers(kept))
     script, style = katex_assets()
     title = "Backpropagation for the network " + "-".join(map(str, d.spec.layers))
+    command = f"symbp derive {d.spec.options()}{' --verify' if report else ''} --format html"
     return environment().get_template("derivation.html.j2").render(
-        **context, proof=_proof(report), title=title, generated=f"{GENERATED_MARKER} {__version__}",
+        **context, title=title, generated=f"{GENERATED_MARKER} {__version__}", command=_text(command),
         body=html_body(prose, kept), katex_js=script, katex_css=style)
 
 
