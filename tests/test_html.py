@@ -24,7 +24,7 @@ NETWORKS = [("2-2-1", "sigmoid", "half_se", "sum", ""),
 
 
 class Page(HTMLParser):
-    """The page's elements: nesting checked as they close, text and formulas in order, every attribute."""
+    """The page's elements: nesting checked (no block inside a paragraph), text and formulas in order, attributes."""
 
     def __init__(self, text: str):
         super().__init__(convert_charrefs=True)
@@ -39,8 +39,10 @@ class Page(HTMLParser):
         self.attributes += [(tag, name, value) for name, value in attrs]
         if tag in VOID:
             return
+        if tag in ("p", "div", "h1", "h2", "h3") and any(entry[0] == "p" for entry in self.stack):
+            self.errors.append(f"<{tag}> inside a paragraph")
         classes = dict(attrs).get("class", "").split()
-        self.stack.append((tag, "math" in classes, "display" in classes))
+        self.stack.append((tag, "math" in classes))
         if "math" in classes:
             self.formulas.append(["", "display" in classes])
             self.text += "MATH"
