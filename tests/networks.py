@@ -15,7 +15,7 @@ def random_network(seed):
     widths = [int(w) for w in rng.integers(1, 6, depth + 1)]
     if output == "softmax":
         widths[-1] = max(widths[-1], 2)
-        loss = str(rng.choice(["half_se", "bce", "cross_entropy", "cross_entropy"]))
+        loss = str(rng.choice(["half_se", "cross_entropy", "cross_entropy"]))  # bce refuses softmax outputs
     else:
         loss = str(rng.choice(["half_se", "bce"])) if output == "sigmoid" else "half_se"
     reduction = str(rng.choice(["sum", "mean"]))
