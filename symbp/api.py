@@ -14,7 +14,7 @@ from .verify import VerifyReport, verify
 
 
 class Derivation(_derive.Derivation):
-    """A derivation that prints and proves itself: ``.latex()``, ``.markdown()``, ``.verify()``."""
+    """A derivation that prints and proves itself: ``.latex()``, ``.markdown()``, ``.html()``, ``.verify()``."""
 
     def latex(self) -> str:
         """The derivation's equations as LaTeX (``align*`` blocks)."""
@@ -34,6 +34,12 @@ class Derivation(_derive.Derivation):
         return (f"<Derivation {self.spec.options()}\n"
                 f"  equations: {counts}, and the loss\n"
                 "  .latex() or .markdown() prints it, .verify() proves it>")
+
+    def html(self) -> str:
+        """The derivation as one self-contained HTML page (formulas typeset by KaTeX, inlined)."""
+        from .document import render_html
+
+        return render_html(self)
 
     def _repr_markdown_(self) -> str:
         return self.markdown()

@@ -138,9 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     _network_options(p)
     p.add_argument("--verify", action="store_true", help="prove each gradient entry against sympy.diff")
     p.add_argument("--format", default="latex", choices=FORMATS,
-                   help="latex: the equations; markdown: prose with $$ blocks; tex: a standalone LaTeX document")
+                   help="latex: the equations; markdown: prose with $$ blocks; tex: a standalone LaTeX document; "
+                        "html: a self-contained web page")
     p.add_argument("--example", action="store_true",
-                   help="add a worked example to markdown and tex: one sample's numbers, computed by the generated "
+                   help="add a worked example to markdown, tex and html: one sample's numbers, computed by the generated "
                         "module, next to each formula (networks of at most 4 units per layer)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the worked example's init_params seed")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
@@ -230,7 +231,7 @@ def _derive(args: argparse.Namespace) -> int:
 
     derivation = derive(args.layers, args.activation, args.loss, args.reduction, args.op, args.l2)
     if args.example and args.format == "latex":
-        raise SpecError("--example is for documents: add --format markdown or --format tex")
+        raise SpecError("--example is for documents: add --format markdown, tex or html")
     if args.seed < 0:
         raise SpecError(f"bad --seed {args.seed}: it must be 0 or more")
     example = worked_example(derivation, args.seed) if args.example else None

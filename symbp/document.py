@@ -1,27 +1,33 @@
-"""The derivation as a document people read: Markdown (GitHub, Jupyter) or a standalone LaTeX file.
+"""The derivation as a document people read: Markdown (GitHub, Jupyter), a standalone LaTeX file,
+or a self-contained HTML page.
 
-The prose lives in ``templates/derivation.j2`` and is written once for both formats: the
+The prose lives in ``templates/derivation.j2`` and is written once for every format: the
 wrapper templates hand it a ``heading``, a ``display`` (aligned equations) and a ``code``
 helper in their own syntax. Every formula comes from :mod:`symbp.latex`; nothing here derives.
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import sympy as sp
 
 from .algebra import Partial
 from .derive import Derivation, alpha
+from .files import GENERATED_MARKER
 from .latex import Section, align, inline, latex, numbers, sections
 from .ops import gradient, param, value
-from .templating import environment
+from .templating import environment, templates_dir
 from .verify import VerifyReport
 from .version import __version__
 
-FORMATS = ("latex", "markdown", "tex")
+FORMATS = ("latex", "markdown", "tex", "html")
 
 # What f'(z) does to the error passing back through a unit, for the activations symbp knows.
 SLOPE_NOTES = {
@@ -216,7 +222,8 @@ def _proof(report: VerifyReport | None) -> dict | None:
 def _example(d: Derivation, example: Example | None) -> dict | None:
     if example is None:
         return None
-    return {"seed": example.seed, "rate": example.learning_rate, "lines": example_sections(d, example)}
+    return {"seed": example.seed, "rate": example.learning_rate, "lines": example_sections(d, example),
+            "flag": f" --example --seed {example.seed}"}
 
 
 def render_markdown(d: Derivation, report: VerifyReport | None = None, example: Example | None = None) -> str:
@@ -233,6 +240,89 @@ def render_tex(d: Derivation, report: VerifyReport | None = None, example: Examp
                            **_tex_helpers())
 
 
+# HTML made by a helper is set aside behind a private-use token while the prose around it is escaped.
+_KEPT = re.compile("\ue000(\\d+)\ue001")
+_INLINE_MATH = re.compile(r"\$([^$]+)\$")
+# KaTeX's fonts as the stylesheet names them: woff2, then fallbacks a page with woff2 inlined has no use for.
+_FONT_SOURCE = re.compile(r'url\(fonts/([\w-]+\.woff2)\) format\("woff2"\)(?:,url\([^)]*\) format\("[\w-]+"\))*')
+
+
+def _text(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def _html_helpers(kept: list[str]) -> dict[str, Callable[..., str]]:
+    def keep(markup: str) -> str:
+        kept.append(markup)
+        return f"\ue000{len(kept) - 1}\ue001"
+
+    def display(lines: tuple[str, ...], tag: int | None = None) -> str:
+        formula = align(list(lines), "aligned") + (f"\n\\tag{{{tag}}}" if tag else "")  # as the Markdown has it
+        return keep(f'<div class="math display">{_text(formula)}</div>')
+
+    return {
+        "heading": lambda title, level=2: keep(f"<h{level}>{_text(title)}</h{level}>"),
+        "display": display,
+        "code": lambda text: keep(f"<code>{_text(text)}</code>"),
+        "bullets": lambda items: keep("<ul>\n" + "\n".join(f"<li>{_with_math(item)}</li>" for item in items)
+                                      + "\n</ul>"),
+    }
+
+
+def _with_math(text: str) -> str:
+    """Text escaped, with its $…$ as inline formulas."""
+    parts = _INLINE_MATH.split(text)  # text, formula, text, …
+    return "".join(_text(part) if index % 2 == 0 else f'<span class="math">{_text(part)}</span>'
+                   for index, part in enumerate(parts))
+
+
+def _html_block(block: str, kept: list[str]) -> str:
+    """One paragraph of the prose: its text escaped, $…$ as inline formulas, helpers' HTML put back."""
+    text = _KEPT.sub(lambda match: kept[int(match.group(1))], _with_math(block))
+    alone = _KEPT.fullmatch(block.strip())
+    if alone and kept[int(alone.group(1))].startswith(("<h", "<div", "<ul")):
+        return text.strip()
+    return f"<p>{text.strip()}</p>"
+
+
+def html_body(prose: str, kept: list[str]) -> str:
+    """The prose as HTML: a heading or a display stands alone, every other block is a paragraph."""
+    return "\n\n".join(_html_block(block, kept) for block in re.split(r"\n\s*\n", prose.strip()))
+
+
+@cache
+def katex_assets() -> tuple[str, str]:
+    """KaTeX's script, and its stylesheet with the fonts inlined as data: URLs (templates/katex)."""
+    folder = templates_dir() / "katex"
+    script = (folder / "katex.min.js").read_text(encoding="utf-8")
+    if "</script" in script.lower():
+        raise ValueError("katex.min.js would end its <script> element early")
+
+    def inline(match: re.Match) -> str:
+        data = base64.b64encode((folder / "fonts" / match.group(1)).read_bytes()).decode("ascii")
+        return f'url(data:font/woff2;base64,{data}) format("woff2")'
+
+    style = _FONT_SOURCE.sub(inline, (folder / "katex.min.css").read_text(encoding="utf-8"))
+    if "url(fonts/" in style:
+        raise ValueError("katex.min.css names a font that is not inlined")
+    return script, style
+
+
+def render_html(d: Derivation, report: VerifyReport | None = None, example: Example | None = None) -> str:
+    """One HTML file that needs nothing else: the prose, and formulas typeset by KaTeX inlined into it."""
+    kept: list[str] = []
+    context = document_context(d)
+    prose = environment().get_template("derivation.j2").render(**context, proof=_proof(report),
+                                                               example=_example(d, example), **_html_helpers(kept))
+    script, style = katex_assets()
+    title = "Backpropagation for the network " + "-".join(map(str, d.spec.layers))
+    flag = f" --example --seed {example.seed}" if example else ""
+    command = f"symbp derive {d.spec.options()}{' --verify' if report else ''}{flag} --format html"
+    return environment().get_template("derivation.html.j2").render(
+        **context, title=title, generated=f"{GENERATED_MARKER} {__version__}", command=_text(command),
+        body=html_body(prose, kept), katex_js=script, katex_css=style)
+
+
 def render(d: Derivation, format: str = "latex", report: VerifyReport | None = None,
            example: Example | None = None) -> str:
     """The derivation in one of FORMATS, with the proof's outcome when a report is given and the
@@ -243,4 +333,6 @@ def render(d: Derivation, format: str = "latex", report: VerifyReport | None = N
         return render_markdown(d, report, example)
     if format == "tex":
         return render_tex(d, report, example)
+    if format == "html":
+        return render_html(d, report, example)
     raise ValueError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")

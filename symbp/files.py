@@ -52,6 +52,7 @@ HEADERS = (
     ((0, "% Backpropagation derived by symbp for "),),  # derive --format latex
     ((0, f"% {GENERATED_MARKER} "),),  # derive --format tex
     ((0, "# Backpropagation for the network "), (2, "This derivation was produced by symbp ")),  # markdown
+    ((0, "<!DOCTYPE html>"), (1, f"<!-- {GENERATED_MARKER} ")),  # derive --format html
 )
 HEAD_BYTES = 4096
 

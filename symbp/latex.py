@@ -89,6 +89,10 @@ class BackpropLatexPrinter(LatexPrinter):
         """
         if expr.could_extract_minus_sign():
             inner = -expr
+            top, bottom = sp.fraction(inner, exact=True)
+            if bottom != 1 and isinstance(top, sp.Add) and self._print(top).startswith("-"):
+                flipped = sp.Add(*(-term for term in sp.Add.make_args(top)), evaluate=False)
+                return rf"\frac{{{self._product(flipped)}}}{{{self._product(bottom)}}}"  # −(−a + y)/m as (a − y)/m
             text = self._print(inner)
             return rf"- \left({text}\right)" if isinstance(inner, sp.Add) else f"- {text}"
         coeff, rest = expr.as_coeff_Mul()

@@ -97,8 +97,8 @@ def test_cli_formats_and_output_file(tmp_path):
     assert result.returncode == 0, result.stderr
     text = out.read_text()
     assert "## Proof" in text and "Every one of the 9 entries" in text
-    bad = run("derive", "--layers", "2-2-1", "--format", "html")
-    assert bad.returncode == 2 and "invalid choice: 'html'" in bad.stderr and len(bad.stderr.splitlines()) == 1
+    bad = run("derive", "--layers", "2-2-1", "--format", "docx")
+    assert bad.returncode == 2 and "invalid choice: 'docx'" in bad.stderr and len(bad.stderr.splitlines()) == 1
 
 
 def _pdflatex():

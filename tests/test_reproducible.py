@@ -127,6 +127,8 @@ def test_venv_symbp_is_the_installed_copy_with_its_templates(venv, tmp_path):
     assert package.is_relative_to(venv.resolve()), f"the venv imports symbp from {package}, not its own copy"
     assert templates.is_relative_to(venv.resolve())
     assert (templates / "numpy_module.py.j2").is_file()
+    katex = [path.relative_to(ROOT / "templates") for path in (ROOT / "templates" / "katex").rglob("*") if path.is_file()]
+    assert len(katex) > 20 and all((templates / name).is_file() for name in katex)  # what an HTML page inlines
 
 
 NET_PROBE = """
