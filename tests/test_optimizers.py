@@ -1,0 +1,57 @@
+"""Optimizers (--optimizer, torch.optim's updates and defaults): options, derivation, generated modules."""
+
+import pytest
+
+import symbp
+from symbp.cli import main
+from symbp.network import make_spec
+
+BAD = [
+    (["--optimizer", "adagrad"], "unknown optimizer 'adagrad'"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "--momentum is not a hyperparameter of --optimizer adam"),
+    (["--momentum", "0.9"], "--momentum is not a hyperparameter of --optimizer sgd"),
+    (["--optimizer", "rmsprop", "--betas", "0.9,0.99"], "--betas is not a hyperparameter of --optimizer rmsprop"),
+    (["--optimizer", "momentum", "--eps", "1e-8"], "--eps is not a hyperparameter of --optimizer momentum"),
+    (["--optimizer", "adam", "--betas", "1,0.999"], "bad --betas '1': must be below 1"),
+    (["--optimizer", "adam", "--betas", "0.9,-0.1"], "bad --betas '-0.1': must not be negative"),
+    (["--optimizer", "adam", "--betas", "0.9"], "bad --betas '0.9'"),
+    (["--optimizer", "adam", "--eps", "0"], "bad --eps '0': must be above 0"),
+    (["--optimizer", "adam", "--eps=-1e-8"], "bad --eps '-1e-8': must not be negative"),
+    (["--optimizer", "rmsprop", "--alpha", "1.5"], "bad --alpha '1.5': must be below 1"),
+    (["--optimizer", "nesterov", "--momentum", "0"], "bad --momentum '0': must be above 0 and below 1"),
+    (["--weight-decay", "-0.01"], "bad --weight-decay '-0.01': must not be negative"),
+    (["--optimizer", "adamw", "--weight-decay", "__import__('os')"], "bad --weight-decay"),
+    (["--optimizer", "adam", "--eps", "1e999"], "bad --eps '1e999': must be at most 1e6"),
+]
+
+
+@pytest.mark.parametrize(("options", "message"), BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_hyperparameters_are_refused_with_one_line(options, message, capsys, tmp_path):
+    target = tmp_path / "net.py"
+    assert main(["generate", "--layers", "2-1", *options, "-o", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"symbp: error: {message}") and err.count("\n") == 1, err
+    assert not target.exists()
+
+
+def test_a_negative_learning_rate_is_refused(capsys):
+    assert main(["train", "--optimizer", "adam", "--learning-rate", "-0.1"]) == 2
+    assert capsys.readouterr().err.startswith("symbp: error: --learning-rate must be a finite number above 0")
+
+
+def test_the_api_takes_the_same_options_and_refuses_the_same_values():
+    spec = make_spec("2-1", optimizer="adam", betas=(0.8, 0.99), eps=1e-6)
+    assert spec.options().endswith("--optimizer adam --betas 0.8,0.99 --eps 1e-06")
+    assert (spec.setting("betas"), spec.setting("eps"), spec.setting("weight_decay")) == ("0.8,0.99", "1e-06", "0.0")
+    with pytest.raises(ValueError, match="--alpha is not a hyperparameter of --optimizer adam"):
+        symbp.derive("2-1", optimizer="adam", alpha="0.9")
+    with pytest.raises(ValueError, match="unknown hyperparameter 'lr'"):
+        symbp.derive("2-1", optimizer="adam", lr="0.9")
+
+
+def test_defaults_given_explicitly_are_the_plain_network():
+    """Options equal to their defaults drop out of the canonical form, so the module is the same file."""
+    assert make_spec("2-1", optimizer="sgd", weight_decay="0").options() == make_spec("2-1").options()
+    assert make_spec("2-1", optimizer="adamw", weight_decay="0.010", eps="1e-8").options().endswith(
+        "--optimizer adamw")
+    assert make_spec("2-1").plain_sgd and not make_spec("2-1", weight_decay="0.1").plain_sgd
