@@ -55,3 +55,20 @@ def test_defaults_given_explicitly_are_the_plain_network():
     assert make_spec("2-1", optimizer="adamw", weight_decay="0.010", eps="1e-8").options().endswith(
         "--optimizer adamw")
     assert make_spec("2-1").plain_sgd and not make_spec("2-1", weight_decay="0.1").plain_sgd
+
+
+def test_the_derivation_prints_each_optimizer_from_its_equations():
+    text = symbp.derive("2-2-1", optimizer="nesterov", momentum="0.8").latex()
+    assert r"v_{W^{(1)}} &\leftarrow \frac{\partial L}{\partial W^{(1)}} + \mu v_{W^{(1)}}" in text
+    assert r"W^{(1)} &\leftarrow W^{(1)} - \alpha \left(\frac{\partial L}{\partial W^{(1)}} + \mu v_{W^{(1)}}\right)" in text
+    text = symbp.derive("2-2-1", optimizer="adamw", weight_decay="0.1").latex()
+    assert r"t &\leftarrow t + 1" in text
+    assert r"W^{(2)} &\leftarrow W^{(2)} - \alpha \lambda_{wd} W^{(2)}" in text
+    assert r"m_{W^{(2)}} &\leftarrow \beta_{1} m_{W^{(2)}} + (1 - \beta_{1}) \frac{\partial L}{\partial W^{(2)}}" in text
+    assert r"\hat{v}_{b^{(1)}} &= \frac{v_{b^{(1)}}}{1 - \beta_{2}^{t}}" in text
+    assert r"b^{(1)} &\leftarrow b^{(1)} - \frac{\alpha \hat{m}_{b^{(1)}}}{\epsilon + \sqrt{\hat{v}_{b^{(1)}}}}" in text
+    assert r"b^{(1)} &\leftarrow b^{(1)} - \alpha \lambda_{wd}" not in text  # biases are not decayed
+    prose = symbp.derive("2-2-1", optimizer="adamw", weight_decay="0.1").markdown()
+    assert "is decoupled" in prose and "This is not the L2 penalty" in prose
+    prose = symbp.derive("2-2-1", weight_decay="0.1").markdown()
+    assert "`--weight-decay 0.1` trains exactly as\n`--l2 0.1`" in prose
