@@ -26,17 +26,23 @@ epsilon = sp.Symbol("epsilon", positive=True)
 rho = sp.Symbol("rho", positive=True)  # RMSprop's smoothing constant, torch.optim's alpha
 weight_decay = sp.Symbol("lambda_wd", positive=True)
 
+# Each hyperparameter's name in generated code: torch.optim's, in capitals (RMSprop's ρ is its alpha).
+CODE_NAMES = {mu: "MOMENTUM", beta_1: "BETA1", beta_2: "BETA2", epsilon: "EPS", rho: "ALPHA",
+              weight_decay: "WEIGHT_DECAY"}
 TITLES = {"sgd": "SGD", "momentum": "SGD with momentum", "nesterov": "SGD with Nesterov momentum",
           "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW"}
 
 
 @dataclass(frozen=True)
 class Constant:
-    """A hyperparameter: its symbol in the equations, its name in code, its value as canonical text."""
+    """A hyperparameter: its symbol in the equations and its value as canonical text."""
 
     symbol: sp.Symbol
-    code_name: str
     value: str
+
+    @property
+    def code_name(self) -> str:
+        return CODE_NAMES[self.symbol]
 
 
 @dataclass(frozen=True)
@@ -66,15 +72,15 @@ def optimizer(spec: NetworkSpec, gradients: tuple[Quantity, ...]) -> Optimizer:
     decay = float(spec.setting("weight_decay")) > 0
     constants = []
     if name in ("momentum", "nesterov"):
-        constants.append(Constant(mu, "MOMENTUM", spec.setting("momentum")))
+        constants.append(Constant(mu, spec.setting("momentum")))
     if name == "rmsprop":
-        constants.append(Constant(rho, "ALPHA", spec.setting("alpha")))
+        constants.append(Constant(rho, spec.setting("alpha")))
     if name in ("adam", "adamw"):
         first, second = spec.setting("betas").split(",")
-        constants += [Constant(beta_1, "BETA1", first), Constant(beta_2, "BETA2", second)]
+        constants += [Constant(beta_1, first), Constant(beta_2, second)]
     if name in ("rmsprop", "adam", "adamw"):
-        constants.append(Constant(epsilon, "EPS", spec.setting("eps")))
-    constants.append(Constant(weight_decay, "WEIGHT_DECAY", spec.setting("weight_decay")))
+        constants.append(Constant(epsilon, spec.setting("eps")))
+    constants.append(Constant(weight_decay, spec.setting("weight_decay")))
 
     t = Quantity("t", 1, 1, STATE, "t")
     state: list[Quantity] = [] if name == "sgd" else [t]

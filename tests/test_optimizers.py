@@ -72,3 +72,32 @@ def test_the_derivation_prints_each_optimizer_from_its_equations():
     assert "is decoupled" in prose and "This is not the L2 penalty" in prose
     prose = symbp.derive("2-2-1", weight_decay="0.1").markdown()
     assert "`--weight-decay 0.1` trains exactly as\n`--l2 0.1`" in prose
+
+
+# -- generated modules against torch.optim -------------------------------------------------------
+
+# Each optimizer with hyperparameters other than its defaults, and the torch.optim optimizer it equals.
+SETTINGS = {
+    "sgd": {"weight_decay": "0.05"},
+    "momentum": {"momentum": "0.8", "weight_decay": "0.03"},
+    "nesterov": {"momentum": "0.7", "weight_decay": "0.02"},
+    "rmsprop": {"alpha": "0.9", "eps": "1e-6", "weight_decay": "0.01"},
+    "adam": {"betas": "0.8,0.99", "eps": "1e-7", "weight_decay": "0.02"},
+    "adamw": {"betas": "0.85,0.995", "eps": "1e-6", "weight_decay": "0.05"},
+}
+
+
+def torch_optimizer(torch, name, tensors, learning_rate, settings):
+    """torch.optim's optimizer for ``name``; weight decay on the weights only, as symbp decays them."""
+    decay = float(settings.get("weight_decay", 0))
+    groups = [{"params": [t for n, t in tensors.items() if n.startswith("W")], "weight_decay": decay},
+              {"params": [t for n, t in tensors.items() if not n.startswith("W")], "weight_decay": 0.0}]
+    if name in ("sgd", "momentum", "nesterov"):
+        momentum = float(settings.get("momentum", 0))
+        return torch.optim.SGD(groups, lr=learning_rate, momentum=momentum, nesterov=name == "nesterov")
+    if name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=learning_rate, alpha=float(settings["alpha"]),
+                                   eps=float(settings["eps"]))
+    betas = tuple(float(b) for b in settings["betas"].split(","))
+    kind = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    return kind(groups, lr=learning_rate, betas=betas, eps=float(settings["eps"]))
