@@ -120,6 +120,9 @@ class NumpyCodePrinter(NumPyPrinter):
             return f"{text}{joiner}{exp}"
         if exp.is_Integer and exp < 0:
             return f"1 / {self._operand(base ** -exp, PRECEDENCE['Mul'] + 1)}"
+        if not exp.is_number:  # β₁ᵗ; ruff hugs ** only between plain names
+            left, right = (self._operand(arg, PRECEDENCE["Pow"] + 1) for arg in (base, exp))
+            return f"{left}{'**' if left.isidentifier() and right.isidentifier() else ' ** '}{right}"
         return super()._print_Pow(expr, rational=rational)
 
     def _print_Rational(self, expr: sp.Rational) -> str:

@@ -1,5 +1,8 @@
 """Generated optimizers against torch.optim (float64, same weights and data): 100 steps to 1e-10."""
 
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 from networks import random_network
@@ -9,6 +12,8 @@ from test_torch_oracle import targets, torch_loss
 import symbp
 from symbp.train import load_module
 
+# CI installs numba (the fast extra): there a missing numba must fail, not skip its half of the check.
+NUMBA = bool(os.environ.get("CI")) or importlib.util.find_spec("numba") is not None
 torch = pytest.importorskip("torch", reason="PyTorch is the test-only oracle; CI installs torch==2.13.0")
 
 STEPS, RATE = 100, 0.002
@@ -67,3 +72,16 @@ def test_100_steps_equal_torch_optim(name, seed, l2, tmp_path):
         assert state["t"][0, 0] == STEPS
     moved = any(not np.array_equal(trained[n], initial[n]) for n in module.PARAM_NAMES)
     assert moved
+    if NUMBA and seed == SEEDS[3 * list(SETTINGS).index(name)]:  # one network each, as compiling costs seconds
+        compiled_path = tmp_path / "net_numba.py"
+        symbp.generate(layers, activation, loss, reduction, output=compiled_path, backend="numba", l2=l2,
+                       optimizer=name, **settings)
+        compiled = load_module(compiled_path, f"optimized_numba_{name}_{seed}")
+        looped = {n: v.copy() for n, v in initial.items()}
+        looped_state = compiled.init_state(looped)
+        compiled.train(looped, X, Y, STEPS, RATE, state=looped_state, log_every=30)
+        for n, value in expected.items():
+            np.testing.assert_allclose(looped[n], value, rtol=1e-10, atol=1e-12, err_msg=f"numba {name} {n}")
+            np.testing.assert_allclose(looped[n], trained[n], rtol=1e-12, atol=1e-14, err_msg=f"numba {name} {n}")
+        for n in module.STATE_NAMES:
+            np.testing.assert_allclose(looped_state[n], state[n], rtol=1e-12, atol=1e-14, err_msg=f"numba {n}")
