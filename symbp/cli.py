@@ -253,7 +253,8 @@ def _train(args: argparse.Namespace) -> int:
                                      args.loss or defaults.loss, args.reduction or defaults.reduction,
                                      l2=args.l2 or "", **_optimizer(args)))
     network = "-".join(map(str, module.LAYERS))
-    setting = f"{epochs} epochs, learning rate {learning_rate}"
+    optimizer = f", {module.OPTIMIZER}" if hasattr(module, "OPTIMIZER") else ""
+    setting = f"{epochs} epochs{optimizer}, learning rate {learning_rate}"
     if args.seeds is not None:
         solved = success_rate(module, args.seeds, epochs, learning_rate)
         print(f"{network} on XOR, {setting}: solved from {solved} of {args.seeds} seeds")
@@ -274,7 +275,8 @@ def _train(args: argparse.Namespace) -> int:
                      None if args.json else progress)
     report = {
         "dataset": args.dataset, "layers": network, "activation": ",".join(module.ACTIVATIONS),
-        "loss": module.LOSS, "reduction": module.REDUCTION, "epochs": epochs, "learning_rate": learning_rate,
+        "loss": module.LOSS, "reduction": module.REDUCTION, "optimizer": getattr(module, "OPTIMIZER", "sgd"),
+        "epochs": epochs, "learning_rate": learning_rate,
         "batch_size": batch_size, "init": init, "seed": args.seed, "seconds": round(result.seconds, 4),
         "final_loss": result.final_loss, "train_accuracy": result.train_accuracy,
         "test_accuracy": result.test_accuracy,
@@ -361,8 +363,9 @@ def _write_results(module, result, data, save: str | None, plot: str | None, tit
     with ExitStack() as stack:
         if save:
             temp = stack.enter_context(atomic_path(save, suffix=".npz"))  # np.savez would add .npz to a name
+            kept = {} if result.state is None else {"state": result.state}  # the optimizer's, to resume from
             module.save_params(result.params, str(temp), input_mean=data.input_mean, input_scale=data.input_scale,
-                               layers=np.array(module.LAYERS))
+                               layers=np.array(module.LAYERS), **kept)
         if plot:
             from .plots import plot_training
 

@@ -81,6 +81,7 @@ class Fit:
     train_accuracy: float
     test_accuracy: float
     seconds: float
+    state: dict | None = None  # the optimizer's, for modules generated with one
 
 
 def fit(module: ModuleType, data, epochs: int, learning_rate: float, batch_size: int | None = None,
@@ -97,6 +98,8 @@ def fit(module: ModuleType, data, epochs: int, learning_rate: float, batch_size:
         raise ValueError(f"{data.name} needs {data.inputs} inputs and {data.outputs} outputs; "
                          f"this network has layers {'-'.join(map(str, module.LAYERS))}")
     params = module.init_params(seed, init) if hasattr(module, "INITS") else module.init_params(seed)
+    state = module.init_state(params) if hasattr(module, "init_state") else None  # kept across the chunks below
+    kept = {} if state is None else {"state": state}
     rng = np.random.default_rng(seed)
     step = max(1, epochs // 200)
     report_every = log_every or step * max(1, (epochs // 10) // step)
@@ -112,7 +115,7 @@ def fit(module: ModuleType, data, epochs: int, learning_rate: float, batch_size:
         count = min(step, epochs - start)
         began = time.perf_counter()
         [loss] = module.train(params, data.X_train, data.Y_train, count, learning_rate, log_every=count,
-                              batch_size=batch_size, rng=rng)
+                              batch_size=batch_size, rng=rng, **kept)
         seconds += time.perf_counter() - began
         curve.append((start, loss))
         if progress is not None and start % report_every == 0:
@@ -124,4 +127,4 @@ def fit(module: ModuleType, data, epochs: int, learning_rate: float, batch_size:
     train_accuracy, test_accuracy = accuracies()
     if progress is not None:
         progress(epochs, final, train_accuracy, test_accuracy)
-    return Fit(params, curve, final, train_accuracy, test_accuracy, seconds)
+    return Fit(params, curve, final, train_accuracy, test_accuracy, seconds, state)

@@ -1,10 +1,16 @@
 """Optimizers (--optimizer, torch.optim's updates and defaults): options, derivation, generated modules."""
 
+import importlib.util
+import json
+import os
+
+import numpy as np
 import pytest
 
 import symbp
 from symbp.cli import main
 from symbp.network import make_spec
+from symbp.train import load_module, module_for
 
 BAD = [
     (["--optimizer", "adagrad"], "unknown optimizer 'adagrad'"),
@@ -101,3 +107,80 @@ def torch_optimizer(torch, name, tensors, learning_rate, settings):
     betas = tuple(float(b) for b in settings["betas"].split(","))
     kind = torch.optim.Adam if name == "adam" else torch.optim.AdamW
     return kind(groups, lr=learning_rate, betas=betas, eps=float(settings["eps"]))
+
+
+# -- checkpoints and training ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_training_resumed_from_a_checkpoint_equals_uninterrupted_training(backend, tmp_path):
+    if backend == "numba" and not (os.environ.get("CI") or importlib.util.find_spec("numba")):
+        pytest.skip("the numba backend needs the fast extra: pip install .[fast]")
+    path = tmp_path / f"net_{backend}.py"
+    symbp.generate("3-2-1", "tanh,sigmoid", "bce", "mean", output=path, backend=backend,
+                   optimizer="adam", betas="0.8,0.99", weight_decay="0.01")
+    module = load_module(path, f"resumed_{backend}")
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((3, 8))
+    Y = rng.integers(0, 2, (1, 8)).astype(float)
+    whole = module.init_params(2)
+    module.train(whole, X, Y, 30, 0.05, state=module.init_state(whole))
+    first = module.init_params(2)
+    state = module.init_state(first)
+    module.train(first, X, Y, 12, 0.05, state=state)
+    checkpoint = tmp_path / "checkpoint.npz"
+    module.save_params(first, str(checkpoint), state=state)
+    with np.load(checkpoint) as saved:
+        assert saved["state_t"][0, 0] == 12 and "state_m_W1" in saved.files
+    resumed, resumed_state = module.load_params(str(checkpoint)), module.load_state(str(checkpoint))
+    module.train(resumed, X, Y, 18, 0.05, state=resumed_state)
+    assert resumed_state["t"][0, 0] == 30
+    for name in module.PARAM_NAMES:
+        np.testing.assert_allclose(resumed[name], whole[name], rtol=1e-12, atol=1e-15, err_msg=name)
+    # without the state, the moments restart at 0: a different run, as the test above must be able to tell
+    restarted = module.load_params(str(checkpoint))
+    module.train(restarted, X, Y, 18, 0.05)
+    assert max(np.abs(restarted[name] - whole[name]).max() for name in module.PARAM_NAMES) > 1e-6
+
+
+def test_a_checkpoint_without_state_is_refused_by_load_state(tmp_path):
+    module = module_for(symbp.generate("2-1", optimizer="momentum"))
+    params = module.init_params(0)
+    module.save_params(params, str(tmp_path / "p.npz"))
+    with pytest.raises(ValueError, match="holds no optimizer state"):
+        module.load_state(str(tmp_path / "p.npz"))
+    with pytest.raises(ValueError, match=r"state\['v_W1'\] must have shape \(1, 2\)"):
+        module.train_step(params, np.ones((2, 1)), np.ones((1, 1)), 0.1, {**module.init_state(params),
+                                                                             "v_W1": np.zeros((2, 1))})
+
+
+def test_symbp_train_uses_the_optimizer_and_saves_its_state(tmp_path, capsys):
+    saved = tmp_path / "xor.npz"
+    assert main(["train", "--optimizer", "adam", "--learning-rate", "0.05", "--epochs", "300", "--json",
+                 "--save", str(saved)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["optimizer"] == "adam" and report["solved"]
+    with np.load(saved) as arrays:
+        assert arrays["state_t"][0, 0] == 300
+
+
+def test_weight_decay_is_the_l2_penalty_for_sgd_and_not_for_adamw():
+    """--weight-decay λ adds λW to the gradient (torch.optim), which is the penalty's gradient: with SGD
+    the two train alike. AdamW decouples it, so it is not Adam with the penalty."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((3, 6)), rng.uniform(0.1, 0.9, (2, 6))
+
+    def trained(**options):
+        module = module_for(symbp.generate("3-4-2", "tanh,sigmoid", "bce", **options))
+        params = module.init_params(1)
+        module.train(params, X, Y, 50, 0.05)
+        return params
+
+    penalised, decayed = trained(l2="0.1"), trained(weight_decay="0.1")
+    for name in penalised:
+        np.testing.assert_allclose(decayed[name], penalised[name], rtol=1e-12, atol=1e-15, err_msg=name)
+    adam_penalised, adamw = trained(optimizer="adam", l2="0.1"), trained(optimizer="adamw", weight_decay="0.1")
+    adam_decayed = trained(optimizer="adam", weight_decay="0.1")  # torch.optim.Adam: coupled, so the penalty
+    for name in adam_penalised:
+        np.testing.assert_allclose(adam_decayed[name], adam_penalised[name], rtol=1e-10, atol=1e-13, err_msg=name)
+    assert max(np.abs(adamw[name] - adam_penalised[name]).max() for name in adamw) > 1e-3
