@@ -184,3 +184,22 @@ def test_weight_decay_is_the_l2_penalty_for_sgd_and_not_for_adamw():
     for name in adam_penalised:
         np.testing.assert_allclose(adam_decayed[name], adam_penalised[name], rtol=1e-10, atol=1e-13, err_msg=name)
     assert max(np.abs(adamw[name] - adam_penalised[name]).max() for name in adamw) > 1e-3
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "rmsprop"])
+def test_the_standalone_document_with_an_optimizer_compiles(optimizer, tmp_path):
+    import subprocess
+
+    from test_document import _pdflatex
+
+    from symbp.document import render_tex
+
+    pdflatex = _pdflatex()
+    source = tmp_path / "derivation.tex"
+    source.write_text(render_tex(symbp.derive("2-3-2", "tanh,sigmoid", "bce", optimizer=optimizer,
+                                              weight_decay="0.1")), encoding="utf-8")
+    result = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", source.name], cwd=tmp_path,
+                            capture_output=True, text=True, check=False, timeout=120)
+    log = (tmp_path / "derivation.log").read_text(errors="replace")
+    assert result.returncode == 0, log[-2000:]
+    assert "Undefined control sequence" not in log and "Overfull \\hbox" not in log
