@@ -17,6 +17,9 @@ from sympy.matrices.expressions.matexpr import MatrixExpr
 
 # What a quantity is; printers and the lowering read these, never the name.
 INPUT, TARGET, PARAM, VALUE, GRADIENT = "input", "target", "param", "value", "gradient"
+# An optimizer's state, kept from step to step (v, m, the step count t), and what it works out
+# within one step (m̂, v̂): shaped like the parameter, with no column per sample.
+STATE, SCRATCH = "state", "scratch"
 
 
 def _str(value: object) -> Str:
@@ -26,8 +29,8 @@ def _str(value: object) -> Str:
 class Quantity(sp.MatrixSymbol):
     """A named array: ``name`` is its identifier in code, ``base`` and ``layer`` its notation.
 
-    ``kind`` is one of INPUT, TARGET, PARAM, VALUE, GRADIENT; a gradient names the quantity
-    it differentiates the loss by (``of``). ``layer`` is a label: "2", or "l+1" in the
+    ``kind`` is one of INPUT, TARGET, PARAM, VALUE, GRADIENT, STATE, SCRATCH; a gradient names
+    the quantity it differentiates the loss by (``of``), optimizer state the parameter it is kept for. ``layer`` is a label: "2", or "l+1" in the
     recurrence for any depth, or "" for X and y. ``role`` tells a parameter's family
     ("weight", "bias", or what an op declares), which sets how it is initialized.
     """
@@ -62,7 +65,7 @@ class Quantity(sp.MatrixSymbol):
         """Whether it has one column per sample (values, gradients of values, X, y)."""
         if self.kind == GRADIENT:
             return self.of.per_sample
-        return self.kind != PARAM
+        return self.kind not in (PARAM, STATE, SCRATCH)
 
     def _eval_subs(self, old: sp.Basic, new: sp.Basic) -> Self:
         rows, cols = (arg._subs(old, new) for arg in self.args[1:3])
@@ -192,7 +195,8 @@ def entries_of(expr: sp.Basic) -> list[Entry]:
 class Equation:
     """lhs = rhs in the document's notation; ``value`` is rhs with every factor computed.
 
-    ``relation`` is "=" for a definition and "-=" for an update: lhs ← lhs − rhs.
+    ``relation`` is "=" for a definition, "-=" for an update lhs ← lhs − rhs, and "<-" for an
+    update lhs ← rhs whose rhs reads the old lhs (an optimizer's state).
     """
 
     lhs: sp.Basic

@@ -53,26 +53,33 @@ class Derivation(_derive.Derivation):
 
 
 def derive(layers: str | tuple[int, ...] = "2-2-1", activation: str = "sigmoid", loss: str = "half_se",
-           reduction: str = "sum", ops: tuple = (), l2: str | float = "") -> Derivation:
+           reduction: str = "sum", ops: tuple = (), l2: str | float = "", optimizer: str = "sgd",
+           **hyperparameters: object) -> Derivation:
     """Derive backpropagation for a network; ``.latex()`` prints it, ``.verify()`` proves it.
 
     ``ops`` inserts registered ops (:func:`symbp.ops.register`), e.g. ``ops=["scale:1"]``;
     ``l2`` adds the weight penalty ½λ Σ‖W⁽ˡ⁾‖² (weights, not biases) with λ = l2, e.g. ``"0.01"``.
+    ``optimizer`` is one of sgd, momentum, nesterov, rmsprop, adam, adamw, with the hyperparameters
+    torch.optim names: ``momentum``, ``betas`` ("0.9,0.999" or a pair), ``eps``, ``alpha`` (RMSprop's
+    smoothing), ``weight_decay``; defaults and updates are torch.optim's.
     """
-    derived = _derive.derive_spec(make_spec(layers, activation, loss, reduction, ops, l2))
+    spec = make_spec(layers, activation, loss, reduction, ops, l2, optimizer, **hyperparameters)
+    derived = _derive.derive_spec(spec)
     return Derivation(**{f.name: getattr(derived, f.name) for f in fields(derived)})
 
 
 def generate(layers: str | tuple[int, ...] = "2-2-1", activation: str = "sigmoid", loss: str = "half_se",
              reduction: str = "sum", output: str | Path | None = None, force: bool = False,
-             backend: str = "numpy", ops: tuple = (), l2: str | float = "") -> str:
+             backend: str = "numpy", ops: tuple = (), l2: str | float = "", optimizer: str = "sgd",
+             **hyperparameters: object) -> str:
     """The training module's source; written to ``output`` when given.
 
-    ``backend="numba"`` adds a training loop that numba compiles (numba is then needed to import it).
+    ``backend="numba"`` adds a training loop that numba compiles (numba is then needed to import it);
+    ``optimizer`` and its hyperparameters are as for :func:`derive`.
 
     An existing file that symbp did not generate is only replaced with ``force=True``.
     """
-    source = render_module(derive(layers, activation, loss, reduction, ops, l2), backend)
+    source = render_module(derive(layers, activation, loss, reduction, ops, l2, optimizer, **hyperparameters), backend)
     if output is not None:
         write_output(Path(output), source, force)
     return source

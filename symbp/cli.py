@@ -30,7 +30,7 @@ from .expressions import vocabulary
 from .files import GENERATED_MARKER, atomic_path, head, writable, write_output
 from .losses import get_loss
 from .render import BACKENDS
-from .spec import LOSS_OUTPUTS, LOSSES, REDUCTIONS, SpecError, parse_layers
+from .spec import HYPERPARAMETERS, LOSS_OUTPUTS, LOSSES, OPTIMIZERS, REDUCTIONS, SpecError, parse_layers
 from .train import (
     DEFAULT_SEED,
     Record,
@@ -109,6 +109,23 @@ def _network_options(parser: argparse.ArgumentParser, required: bool = True) -> 
                         help="add the weight penalty ½λ Σ‖W‖² (weights, not biases) with this λ, e.g. 0.01")
     parser.add_argument("--op", action="append", default=[], metavar="NAME:LAYER",
                         help="insert a registered op into a layer (symbp.ops.register), e.g. scale:1; repeatable")
+    _optimizer_options(parser)
+
+
+def _optimizer_options(parser: argparse.ArgumentParser) -> None:
+    """The optimizer and its hyperparameters, named as torch.optim names them."""
+    parser.add_argument("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default sgd), as in torch.optim")
+    parser.add_argument("--momentum", help="momentum and nesterov: the momentum μ (default 0.9)")
+    parser.add_argument("--betas", metavar="B1,B2", help="adam and adamw: β₁,β₂ (default 0.9,0.999)")
+    parser.add_argument("--eps", help="rmsprop, adam, adamw: ε added to the denominator (default 1e-8)")
+    parser.add_argument("--alpha", help="rmsprop: the smoothing constant (default 0.99)")
+    parser.add_argument("--weight-decay", help="adamw: decoupled decay (default 0.01); the others, as "
+                                               "torch.optim: wd·W added to the gradient (default 0)")
+
+
+def _optimizer(args: argparse.Namespace) -> dict:
+    """The optimizer options as keyword arguments of symbp.derive and symbp.generate."""
+    return {"optimizer": args.optimizer, **{name: getattr(args, name) for name in HYPERPARAMETERS}}
 
 
 def _per_dataset(field: str) -> str:
@@ -178,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", help=f"{', '.join(LOSSES)} (defined below); {_per_dataset('loss')}")
     p.add_argument("--reduction", help=f"{' or '.join(REDUCTIONS)}; {_per_dataset('reduction')}")
     p.add_argument("--l2", metavar="LAMBDA", help="the weight penalty's λ (½λ Σ‖W‖², weights only); default none")
+    _optimizer_options(p)
     p.add_argument("--module", help="a generated module to train (default: generate one for --layers)")
     p.add_argument("--epochs", type=int, help=_per_dataset("epochs"))
     p.add_argument("--learning-rate", type=float, help=_per_dataset("learning_rate"))
@@ -229,7 +247,8 @@ def _fail(message: str) -> int:
 def _derive(args: argparse.Namespace) -> int:
     from .document import render
 
-    derivation = derive(args.layers, args.activation, args.loss, args.reduction, args.op, args.l2)
+    derivation = derive(args.layers, args.activation, args.loss, args.reduction, args.op, args.l2,
+                        **_optimizer(args))
     if args.example and args.format == "latex":
         raise SpecError("--example is for documents: add --format markdown, tex or html")
     if args.seed < 0:
@@ -255,7 +274,7 @@ def _generate(args: argparse.Namespace) -> int:
     if args.layers is None or args.output is None:
         raise SpecError("generate needs --layers and -o PATH (or --check PATH...)")
     generate(args.layers, args.activation, args.loss, args.reduction, output=args.output, force=args.force,
-             backend=args.backend, ops=args.op, l2=args.l2)
+             backend=args.backend, ops=args.op, l2=args.l2, **_optimizer(args))
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
@@ -279,7 +298,7 @@ def regenerate(path: str) -> tuple[list[str], str]:
     recorded = header_options(path)
     spec = options.parse_args(recorded)
     return recorded, generate(spec.layers, spec.activation, spec.loss, spec.reduction, backend=spec.backend,
-                              ops=spec.op, l2=spec.l2)
+                              ops=spec.op, l2=spec.l2, **_optimizer(spec))
 
 
 def _body(path: str) -> str:
@@ -318,7 +337,8 @@ def _train(args: argparse.Namespace) -> int:
         raise SpecError(f"--learning-rate must be a finite number above 0, got {learning_rate}")
     if args.seed < 0:
         raise SpecError(f"--seed must be at least 0, got {args.seed}")
-    given = [f"--{name.replace('_', '-')}" for name in ("layers", "activation", "loss", "reduction", "l2")
+    given = [f"--{name.replace('_', '-')}" for name in ("layers", "activation", "loss", "reduction", "l2",
+                                                        "optimizer", *HYPERPARAMETERS)
              if getattr(args, name) is not None]
     if args.module and given:
         raise SpecError(f"--module trains the network its header names; drop {' '.join(given)}")
@@ -339,9 +359,10 @@ def _train(args: argparse.Namespace) -> int:
         _check_size(layers)
         module = module_for(generate(layers, args.activation or defaults.activation,
                                      args.loss or defaults.loss, args.reduction or defaults.reduction,
-                                     l2=args.l2 or ""))
+                                     l2=args.l2 or "", **_optimizer(args)))
     network = "-".join(map(str, module.LAYERS))
-    setting = f"{epochs} epochs, learning rate {learning_rate}"
+    optimizer = f", {module.OPTIMIZER}" if hasattr(module, "OPTIMIZER") else ""
+    setting = f"{epochs} epochs{optimizer}, learning rate {learning_rate}"
     if args.seeds is not None:
         solved = success_rate(module, args.seeds, epochs, learning_rate)
         print(f"{network} on XOR, {setting}: solved from {solved} of {args.seeds} seeds")
@@ -363,7 +384,8 @@ def _train(args: argparse.Namespace) -> int:
                      None if args.json else progress)
     report = {
         "dataset": args.dataset, "layers": network, "activation": ",".join(module.ACTIVATIONS),
-        "loss": module.LOSS, "reduction": module.REDUCTION, "epochs": epochs, "learning_rate": learning_rate,
+        "loss": module.LOSS, "reduction": module.REDUCTION, "optimizer": getattr(module, "OPTIMIZER", "sgd"),
+        "epochs": epochs, "learning_rate": learning_rate,
         "batch_size": batch_size, "init": init, "seed": args.seed, "seconds": round(result.seconds, 4),
         "final_loss": result.final_loss, "train_accuracy": result.train_accuracy,
         "test_accuracy": result.test_accuracy,
@@ -452,8 +474,9 @@ def _write_results(module, result, data, save: str | None, plot: str | None, tit
     with ExitStack() as stack:
         if save:
             temp = stack.enter_context(atomic_path(save, suffix=".npz"))  # np.savez would add .npz to a name
+            kept = {} if result.state is None else {"state": result.state}  # the optimizer's, to resume from
             module.save_params(result.params, str(temp), input_mean=data.input_mean, input_scale=data.input_scale,
-                               layers=np.array(module.LAYERS))
+                               layers=np.array(module.LAYERS), **kept)
         if plot:
             from .plots import plot_training
 

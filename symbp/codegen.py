@@ -16,13 +16,28 @@ from sympy.printing.printer import Printer
 from sympy.printing.str import StrPrinter
 
 from .activations import LogSoftmax
-from .algebra import GRADIENT, TARGET, Elementwise, Entry, Equation, Quantity, SampleSum, Softmax, UnitSum, is_sum
+from .algebra import (
+    GRADIENT,
+    SCRATCH,
+    STATE,
+    TARGET,
+    Elementwise,
+    Entry,
+    Equation,
+    Quantity,
+    SampleSum,
+    Softmax,
+    UnitSum,
+    is_sum,
+)
 from .derive import Derivation, alpha, m
 from .ops import fan_in_start
+from .optimizers import CODE_NAMES
 from .program import Program
 from .version import __version__
 
-_CODE_NAMES = {"y": "Y", "alpha": "learning_rate", "lambda": "L2"}
+_CODE_NAMES = {"y": "Y", "alpha": "learning_rate", "lambda": "L2",
+               **{symbol.name: name for symbol, name in CODE_NAMES.items()}}
 
 
 class NumpyCodePrinter(NumPyPrinter):
@@ -105,6 +120,9 @@ class NumpyCodePrinter(NumPyPrinter):
             return f"{text}{joiner}{exp}"
         if exp.is_Integer and exp < 0:
             return f"1 / {self._operand(base ** -exp, PRECEDENCE['Mul'] + 1)}"
+        if not exp.is_number:  # β₁ᵗ; ruff hugs ** only between plain names
+            left, right = (self._operand(arg, PRECEDENCE["Pow"] + 1) for arg in (base, exp))
+            return f"{left}{'**' if left.isidentifier() and right.isidentifier() else ' ** '}{right}"
         return super()._print_Pow(expr, rational=rational)
 
     def _print_Rational(self, expr: sp.Rational) -> str:
@@ -134,7 +152,9 @@ class NumpyCodePrinter(NumPyPrinter):
 
 
 _SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
-_PLAIN_NAMES = {"alpha": "α"}
+_PLAIN_NAMES = {"alpha": "α", "mu": "μ", "beta_1": "β₁", "beta_2": "β₂", "epsilon": "ε", "rho": "ρ",
+                "lambda_wd": "λ_wd"}
+_PLAIN_BASES = {"mhat": "m̂", "vhat": "v̂"}  # as SymPy's LaTeX printer reads a name ending in "hat"
 
 
 def _sup(layer: str) -> str:
@@ -162,6 +182,8 @@ class FormulaCommentPrinter(StrPrinter):
         """W⁽²⁾, δ⁽¹⁾ for ∂L/∂z⁽¹⁾, ∂L/∂W⁽²⁾, X."""
         if expr.kind == GRADIENT:
             return f"δ{_sup(expr.of.layer)}" if expr.of.base == "z" else f"∂L/∂{self._print(expr.of)}"
+        if expr.kind in (STATE, SCRATCH) and expr.of is not None:  # an optimizer's array for θ: v_θ
+            return f"{_PLAIN_BASES.get(expr.base, expr.base)}_{self._print(expr.of)}"
         return f"{expr.base}{_sup(expr.layer)}" if expr.layer else expr.base
 
     def _print_Transpose(self, expr: sp.Transpose) -> str:
@@ -219,6 +241,8 @@ class FormulaCommentPrinter(StrPrinter):
         base, exp = expr.args
         if exp.is_Integer and exp > 0:
             return self.parenthesize(base, PRECEDENCE["Pow"] + 1) + str(exp).translate(_SUPERSCRIPT)
+        if not exp.is_number:  # β₁^t: StrPrinter's ** would read β₁··t once · stands for *
+            return f"{self.parenthesize(base, PRECEDENCE['Pow'] + 1)}^{self.parenthesize(exp, PRECEDENCE['Pow'] + 1)}"
         return super()._print_Pow(expr, rational)
 
     def _print_Mul(self, expr: sp.Mul) -> str:
@@ -289,6 +313,9 @@ def statement(equation: Equation, printer: NumpyCodePrinter = _CODE) -> Statemen
         formula += f" = {_COMMENT.doprint(equation.value)}"  # what SymPy simplified it to
     if equation.relation == "-=":
         formula = f"{_COMMENT.doprint(equation.lhs)} ← {_COMMENT.doprint(equation.lhs)} − {_COMMENT.doprint(equation.rhs)}"
+    if equation.relation == "<-":  # into the same array: the state lives on between steps
+        formula = f"{_COMMENT.doprint(equation.lhs)} ← {_COMMENT.doprint(equation.rhs)}"
+        return Statement(f"{printer.doprint(equation.lhs)}[...]", printer.doprint(equation.rhs), formula)
     code = printer.doprint(equation.rhs if equation.relation == "-=" else equation.computed)
     return Statement(printer.doprint(equation.lhs), code, formula, equation.relation)
 
@@ -441,6 +468,29 @@ def module_context(program: Program) -> dict:
         "l2": d.spec.l2,
         "weights_literal": _tuple(tuple(W.name for W in d.penalty.params), "WEIGHTS") if d.penalty else "",
         "penalty_formula": _COMMENT.doprint(d.penalty.entry(sp.Symbol("i"))) if d.penalty else "",
+        "optimizer": _optimizer_context(program),
+    }
+
+
+def _optimizer_context(program: Program) -> dict | None:
+    """The optimizer's constants, state and update lines, for modules generated with one."""
+    o = program.derivation.optimizer
+    if o is None:
+        return None
+    params = [p.name for p in program.params]
+    state = [program.buffer(q) for q in o.state]
+    return {
+        "name": o.name,
+        "title": o.title,
+        "constants": [(c.code_name, c.value, _COMMENT.doprint(c.symbol)) for c in o.constants],
+        "state": [{"name": b.name, "shape": (b.rows, b.cols),
+                   "of": q.of.name if q.of is not None else ""} for b, q in zip(state, o.state)],
+        "state_names_literal": _tuple(tuple(b.name for b in state), "STATE_NAMES") if state else "()",
+        "unpack_params": unpack(params, "(params[name] for name in PARAM_NAMES)"),
+        "unpack_grads": unpack([program.derivation.gradient_of(p).name for p in program.derivation.params],
+                               "(grads[name] for name in PARAM_NAMES)"),
+        "unpack_state": unpack([b.name for b in state], "(state[name] for name in STATE_NAMES)") if state else "",
+        "updates": [statement(s.equation) for s in program.updates],
     }
 
 

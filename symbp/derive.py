@@ -51,12 +51,12 @@ from .ops import (
     param,
     value,
 )
+from .optimizers import Optimizer, alpha, optimizer
 from .spec import NetworkSpec
 
 __all__ = ["Derivation", "Equation", "alpha", "chain", "derive_spec", "m"]
 
 L = sp.Symbol("L")
-alpha = sp.Symbol("alpha", positive=True)
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,7 @@ class Derivation:
     loss_code: sp.Expr | None = None  # ℓ in the output's entries, with logs taken stably from z
     penalty: PenaltyOp | None = None  # ½λ Σ‖W‖² with --l2 λ
     recurrence: tuple[Equation, ...] = ()  # the same backward pass for any depth, in l
+    optimizer: Optimizer | None = None  # None: gradient descent as the tutorial does it
 
     @property
     def output(self) -> Quantity:
@@ -209,7 +210,11 @@ def derive_spec(spec: NetworkSpec) -> Derivation:
                      for e in gradients]
     d.backward = tuple(backward)
     d.gradients = tuple(gradients)
-    d.updates = tuple(Equation(g.lhs.of, alpha * g.lhs, alpha * g.rhs, relation="-=") for g in gradients)
+    if spec.plain_sgd:
+        d.updates = tuple(Equation(g.lhs.of, alpha * g.lhs, alpha * g.rhs, relation="-=") for g in gradients)
+    else:
+        d.optimizer = optimizer(spec, tuple(g.lhs for g in gradients))
+        d.updates = d.optimizer.updates
     d.chain_rules = _chain_rules(d)
     d.recurrence = general_recurrence(activations[-1])
     return d

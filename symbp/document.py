@@ -178,6 +178,7 @@ def document_context(d: Derivation) -> dict:
     return {
         "notation": notation(d),
         "tags": TAGS,
+        "optimizer": _optimizer(d),
         "version": __version__,
         "options": d.spec.options(),
         "layers": d.spec.layers,
@@ -208,6 +209,27 @@ def document_context(d: Derivation) -> dict:
             "loss": inline(d.loss_equation.rhs),
         },
     }
+
+
+TORCH_NAMES = {"sgd": "torch.optim.SGD", "momentum": "torch.optim.SGD(momentum=...)",
+               "nesterov": "torch.optim.SGD(nesterov=True)", "rmsprop": "torch.optim.RMSprop",
+               "adam": "torch.optim.Adam", "adamw": "torch.optim.AdamW"}
+
+
+def _optimizer(d: Derivation) -> dict | None:
+    """What the prose says about the optimizer; every symbol printed from the optimizer's own."""
+    o = d.optimizer
+    if o is None:
+        return None
+    constants = [{"symbol": latex(c.symbol), "value": latex(sp.Float(c.value))} for c in o.constants]
+    decay = next(c for c in o.constants if c.code_name == "WEIGHT_DECAY")
+    kept = [latex(q) for q in o.state if q.of is None or q.of == d.params[0]]
+    state = ", ".join(f"${k}$" for k in kept)
+    if len(d.params) > 1 and len(kept) > 1:
+        state += " (and the same for every parameter)"
+    return {"name": o.name, "title": o.title, "torch": TORCH_NAMES[o.name], "constants": constants,
+            "decay": decay.value if float(decay.value) > 0 else "", "wd": latex(decay.symbol),
+            "decoupled": o.decoupled, "state": state, "mu": latex(sp.Symbol("mu"))}
 
 
 def _proof(report: VerifyReport | None) -> dict | None:

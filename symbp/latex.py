@@ -15,7 +15,20 @@ from sympy.printing.latex import LatexPrinter
 
 from .activations import ActivationBase
 from .activations import a as act_a
-from .algebra import GRADIENT, Elementwise, Entry, Equation, Partial, Quantity, SampleSum, Softmax, UnitSum, is_sum
+from .algebra import (
+    GRADIENT,
+    SCRATCH,
+    STATE,
+    Elementwise,
+    Entry,
+    Equation,
+    Partial,
+    Quantity,
+    SampleSum,
+    Softmax,
+    UnitSum,
+    is_sum,
+)
 from .derive import Derivation, m
 
 _NAMES = {"alpha": r"\alpha", "L": "L", "m": "m"}
@@ -66,6 +79,8 @@ class BackpropLatexPrinter(LatexPrinter):
                 return rf"\delta^{{({of.layer})}}"
             return rf"\frac{{\partial L}}{{\partial {self._print(of)}}}"
         base = super()._print_Symbol(sp.Symbol(expr.base)) if len(expr.base) > 1 else expr.base
+        if expr.kind in (STATE, SCRATCH) and expr.of is not None:  # an optimizer's array for θ: v_θ
+            return f"{base}_{{{self._print(expr.of)}}}"
         return f"{base}^{{({expr.layer})}}" if expr.layer else base
 
     def _print_Symbol(self, expr: sp.Symbol, style: str = "plain") -> str:
@@ -104,6 +119,10 @@ class BackpropLatexPrinter(LatexPrinter):
         if any(isinstance(f, (sp.MatrixExpr, sp.Indexed)) for f in sp.Mul.make_args(denom)):
             return super()._print_Mul(expr)
         numer, denom = _textbook_signs(numer, denom)
+        constants = [f for f in sp.Mul.make_args(numer) if _is_constant(f)]
+        if constants and len(constants) < len(sp.Mul.make_args(numer)):  # α m̂/(…) as α (m̂/(…))
+            rest = sp.Mul(*(f for f in sp.Mul.make_args(numer) if f not in constants))
+            return rf"{self._product(sp.Mul(*constants))} \frac{{{self._product(rest)}}}{{{self._product(denom)}}}"
         return rf"\frac{{{self._product(numer)}}}{{{self._product(denom)}}}"
 
     def _product(self, expr: sp.Expr) -> str:
@@ -138,8 +157,10 @@ class BackpropLatexPrinter(LatexPrinter):
         return super()._print_Sum(expr)
 
     def _print_Pow(self, expr: sp.Pow) -> str:
-        if isinstance(expr.base, sp.Indexed):  # (W^{(1)}_{rc})^{2}: no double superscript
-            return rf"\left({self._print(expr.base)}\right)^{{{self._print(expr.exp)}}}"
+        integer = expr.exp.is_Integer
+        base = self._print(expr.base) if integer and isinstance(expr.base, (sp.Indexed, Entry)) else ""
+        if "^" in base or r"\frac" in base:  # (W^{(1)}_{rc})^{2}, (∂L/∂W)^{2}: no double superscript
+            return rf"\left({base}\right)^{{{self._print(expr.exp)}}}"
         return super()._print_Pow(expr)
 
     def _print_Heaviside(self, expr: sp.Heaviside, exp: object = None) -> str:
@@ -179,11 +200,27 @@ class BackpropLatexPrinter(LatexPrinter):
 
     def _print_Elementwise(self, expr: Elementwise) -> str:
         """A formula read entry by entry: a product of vectors is written with ⊙, as the matrix
-        formulas write it, vectors first and sums after (a ⊙ (1 − a), not (1 − a) a)."""
+        formulas write it, vectors first and sums after (a ⊙ (1 − a), not (1 − a) a); a vector
+        scaled by symbols has them in front (λ W, (1 − β₁) g), term by term."""
         formula = expr.expr
+        if isinstance(formula, sp.Add) and any(_scaled_vector(term) for term in formula.args):
+            text = ""
+            for index, term in enumerate(self._as_ordered_terms(formula)):
+                negative = term.could_extract_minus_sign()
+                body = self._elementwise_product(-term if negative else term)
+                sign = ("- " if negative else "") if index == 0 else (" - " if negative else " + ")
+                text += sign + body
+            return text
+        return self._elementwise_product(formula)
+
+    def _elementwise_product(self, formula: sp.Expr) -> str:
         if isinstance(formula, sp.Mul) and sp.fraction(formula)[1] == 1:
             coeff, factors = formula.as_coeff_mul()
             vectors = [f for f in factors if any(isinstance(s, Entry) for s in f.free_symbols)]
+            if _scaled_vector(formula):
+                scalars = coeff * sp.Mul(*(f for f in factors if f not in vectors))
+                lead = self._factor(scalars) if isinstance(scalars, sp.Add) else self._print(scalars)
+                return f"{lead} {self._factor(vectors[0])}"
             if len(vectors) > 1:
                 scalars = [f for f in factors if f not in vectors]
                 ordered = sorted(vectors, key=lambda f: isinstance(f, sp.Add))  # stable: sums last
@@ -262,7 +299,7 @@ def inline(expr: sp.Basic) -> str:
     return _INLINE.doprint(expr)
 
 
-def _factor_rank(factor: sp.Expr) -> int:
+def _factor_rank(factor: sp.Expr) -> float:
     base = factor.base if isinstance(factor, sp.Pow) and factor.exp.is_Number else factor
     if isinstance(base, sp.KroneckerDelta):
         return 0
@@ -272,7 +309,12 @@ def _factor_rank(factor: sp.Expr) -> int:
         return 3
     if isinstance(base, (sp.Function, sp.Derivative)):
         return 2
-    return 1
+    return 1 if _is_constant(base) else 1.5  # μ v, α m̂: a hyperparameter before the quantity it scales
+
+
+def _is_constant(factor: sp.Expr) -> bool:
+    """A scalar symbol such as α, μ or m, not an entry of a quantity."""
+    return isinstance(factor, sp.Symbol) and not isinstance(factor, Entry)
 
 
 def _textbook_signs(numer: sp.Expr, denom: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
@@ -285,6 +327,14 @@ def _textbook_signs(numer: sp.Expr, denom: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
             factors[index] = sp.Add(*(-term for term in sp.Add.make_args(factor)), evaluate=False)
             return sp.Add(*(-term for term in sp.Add.make_args(numer)), evaluate=False), sp.Mul(*factors, evaluate=False)
     return numer, denom
+
+
+def _scaled_vector(term: sp.Basic) -> bool:
+    """One vector times symbols (not only a number): λ W, (1 − β₁) g."""
+    if not isinstance(term, sp.Mul):
+        return False
+    vectors = [f for f in term.args if any(isinstance(s, Entry) for s in f.free_symbols)]
+    return len(vectors) == 1 and any(not f.is_number for f in term.args if f not in vectors)
 
 
 def _is_negative(arg: sp.Basic) -> bool:
@@ -305,8 +355,10 @@ def equation_lines(equation: Equation, show_value: bool = True) -> list[str]:
     """``lhs &= rhs`` (and ``&= value`` when the value differs), for an align environment."""
     lhs = latex(equation.lhs)
     if equation.relation == "-=":
-        rhs = f"{lhs} - {latex(equation.value if equation.value is not None else equation.rhs)}"
-        return [rf"{lhs} &\leftarrow {rhs}"]
+        rhs = latex(equation.value if equation.value is not None else equation.rhs)
+        return [rf"{lhs} &\leftarrow {lhs} - {rhs}"]
+    if equation.relation == "<-":
+        return [rf"{lhs} &\leftarrow {latex(equation.rhs)}"]
     lines = [rf"{lhs} &= {latex(equation.rhs)}"]
     if show_value:
         lines += [rf"&= {latex(step)}" for step in equation.steps]

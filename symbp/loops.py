@@ -20,7 +20,7 @@ import re
 import sympy as sp
 
 from .activations import Activation
-from .algebra import Entry
+from .algebra import STATE, Entry
 from .codegen import NumpyCodePrinter, OperationPrinter, UnsupportedOperation, fits, short_assignments, statement
 from .program import (
     AddBias,
@@ -187,7 +187,9 @@ class LoopPrinter(OperationPrinter):
         ])
 
     def _print_Apply(self, op: Apply) -> list[str]:
-        indent = KERNEL_INDENT + 4 + (4 if op.out.rows > 1 else 0)  # inside the loops over i and k
+        # inside the loops over i and k, or over i and j for an array with no samples
+        inner = 4 if op.out.per_sample else (4 if op.out.cols > 1 else 0)
+        indent = KERNEL_INDENT + inner + (4 if op.out.rows > 1 else 0)
         body = self.assign(self.scalar.index(op.out), op.formula, indent)
         if op.out.per_sample:
             return _rows(op.out.rows, ["for k in range(m):", *(f"    {line}" for line in body)])
@@ -201,7 +203,8 @@ class LoopPrinter(OperationPrinter):
         entries = sorted((s for s in expr.free_symbols if isinstance(s, Entry)), key=sp.default_sort_key)
         local = {s: sp.Symbol(f"{s.name}_ik") for s in entries}
         loads = [f"{local[s].name} = {self.scalar.doprint(s)}" for s in entries]
-        *temps, (_, last) = short_assignments("t", expr.xreplace(local), indent, self.scalar)
+        # the last line assigns to target, not t: measured as if indented by the difference
+        *temps, (_, last) = short_assignments("t", expr.xreplace(local), indent + len(target) - 1, self.scalar)
         return [*loads, *(f"{name} = {value}" for name, value in temps), f"{target} = {last}"]
 
     def _print_SampleTotal(self, op: SampleTotal) -> list[str]:
@@ -278,7 +281,8 @@ def kernel_context(program: Program) -> dict:
     scalars = [{"name": f.name, "formula": f"{f.activation.function.unicode_symbol}(z)",
                 "lines": short_assignments("value", compiled_form(f.activation), 4, ScalarPrinter())}
                for f in program.functions]
-    updates = {step.operations[0].gradient.name: statement(step.equation).formula for step in program.updates}
+    updates = {step.operations[0].gradient.name: statement(step.equation).formula for step in program.updates
+               if isinstance(step.operations[0], Descend)}
     steps = []
     for step in program.steps:
         lines = printer.step_lines(step)
@@ -292,7 +296,8 @@ def kernel_context(program: Program) -> dict:
     # unused; gradients applied at once need no array either.
     used = {name for step in program.steps for op in step.operations for name in _buffers_read_or_written(op)}
     used -= set(printer.applied)
-    return {"scalars": scalars, "steps": steps, "work": [b for b in program.work if b.name in used]}
+    state = [b.name for b in program.buffers.values() if b.role == STATE]
+    return {"scalars": scalars, "steps": steps, "work": [b for b in program.work if b.name in used], "state": state}
 
 
 def _buffers_read_or_written(op: object) -> set[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .activations import canonical_name, get_activation
 from .ops import REGISTRY
 from .spec import (
+    HYPERPARAMETERS,
     LOSSES,
     REDUCTIONS,
     NetworkSpec,
@@ -13,6 +14,7 @@ from .spec import (
     layers_from,
     parse_decimal,
     parse_op,
+    parse_optimizer,
     require_text,
     split_activations,
 )
@@ -30,9 +32,11 @@ def _checked_activation(text: str) -> str:
 
 
 def make_spec(layers: str | tuple[int, ...], activation: str = "sigmoid", loss: str = "half_se",
-              reduction: str = "sum", ops: tuple[str | tuple[str, int], ...] = (), l2: str | float = "") -> NetworkSpec:
+              reduction: str = "sum", ops: tuple[str | tuple[str, int], ...] = (), l2: str | float = "",
+              optimizer: str = "sgd", **hyperparameters: object) -> NetworkSpec:
     """Build and check a NetworkSpec; ``ops`` names registered ops as ``"NAME:LAYER"`` or (NAME, LAYER);
-    ``l2`` is λ of the weight penalty ½λ Σ‖W‖² (a decimal, such as "0.01")."""
+    ``l2`` is λ of the weight penalty ½λ Σ‖W‖² (a decimal, such as "0.01"); ``optimizer`` and the
+    ``hyperparameters`` (momentum, betas, eps, alpha, weight_decay) are named as in torch.optim."""
     widths = layers_from(layers)
     activation, loss, reduction = (require_text(name, value) for name, value in
                                    (("activation", activation), ("loss", loss), ("reduction", reduction)))
@@ -58,7 +62,11 @@ def make_spec(layers: str | tuple[int, ...], activation: str = "sigmoid", loss: 
             raise SpecError(f"bad op {name}:{layer}: layers run from 1 to {len(widths) - 1}")
         inserted.append((name, layer))
     penalty = parse_decimal("--l2", l2) if l2 not in ("", None) else "0"
+    unknown = sorted(set(hyperparameters) - set(HYPERPARAMETERS))
+    if unknown:
+        raise SpecError(f"unknown hyperparameter {unknown[0]!r}: choose from {', '.join(HYPERPARAMETERS)}")
+    optimizer, settings = parse_optimizer(optimizer, hyperparameters)
     spec = NetworkSpec(widths, names, loss, reduction, tuple(sorted(set(inserted), key=lambda o: (o[1], o[0]))),
-                       "" if penalty == "0" else penalty)
+                       "" if penalty == "0" else penalty, optimizer, settings)
     check_combination(spec)
     return spec

@@ -27,6 +27,7 @@ from .activations import z as act_z
 from .algebra import (
     GRADIENT,
     PARAM,
+    SCRATCH,
     VALUE,
     Elementwise,
     Entry,
@@ -39,7 +40,7 @@ from .algebra import (
 )
 from .derive import Derivation, alpha
 
-SCRATCH, STATE, MASK = "scratch", "state", "mask"  # state and mask: for optimizers and dropout
+MASK = "mask"  # reserved for dropout
 
 
 @dataclass(frozen=True)
@@ -204,9 +205,9 @@ def lower(d: Derivation) -> Program:
     program.forward = tuple(lowering.step(e) for e in d.forward)
     program.backward = tuple(lowering.step(e) for e in d.backward)
     program.gradients = tuple(lowering.step(e) for e in d.gradients)
-    program.updates = tuple(Step(program.buffer(e.lhs), e, (Descend(program.buffer(e.lhs),
-                                                                    program.buffer(e.rhs.args[-1])),))
-                            for e in d.updates)
+    for quantity in d.optimizer.state if d.optimizer else ():
+        program.buffers[quantity.name] = _buffer(quantity)
+    program.updates = tuple(lowering.update(e) for e in d.updates)
     return program
 
 
@@ -226,6 +227,21 @@ class _Lowering:
         target = _buffer(equation.lhs)
         self.program.buffers[target.name] = target
         return Step(target, equation, tuple(self.into(equation.computed, target)))
+
+    def update(self, equation: Equation) -> Step:
+        """An optimizer's step: θ ← θ − α ∂L/∂θ is Descend; any other update is a formula applied to
+        its array in place (v ← μv + g, θ ← θ − α v); m̂ = m/(1 − β₁ᵗ) is computed like any value."""
+        if equation.relation == "=":
+            return self.step(equation)
+        target = self.program.buffer(equation.lhs)
+        rhs = equation.rhs
+        if equation.relation == "-=" and not isinstance(rhs, Elementwise):
+            _, (quantity,) = rhs.as_coeff_matrices()
+            if quantity.kind == GRADIENT:  # nothing reads the gradient after: Descend may scale it in place
+                return Step(target, equation, (Descend(target, self.program.buffer(quantity)),))
+        change = rhs.expr if isinstance(rhs, Elementwise) else self.multiple(rhs)
+        formula = entry(equation.lhs) - change if equation.relation == "-=" else change
+        return Step(target, equation, (self.apply(target, formula),))
 
     def into(self, expr: sp.Basic, out: Buffer) -> list:
         """Operations that leave expr's value in out."""

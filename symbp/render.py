@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .algebra import STATE
 from .codegen import module_context, unpack
 from .derive import Derivation
 from .inplace import InPlacePrinter
@@ -37,4 +38,5 @@ def numpy_context(program: Program) -> dict:
         "work": work,
         "unpack_params": unpack([p.name for p in program.params], "params"),
         "unpack_work": unpack([w.name for w in work], "work"),
+        "unpack_state": unpack([b.name for b in program.buffers.values() if b.role == STATE], "state"),
     }

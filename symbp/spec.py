@@ -17,6 +17,18 @@ LOSS_OUTPUTS = {"bce": "sigmoid", "cross_entropy": "softmax"}  # the output laye
 MAX_WIDTH = 100_000
 MAX_WIDTHS = 101  # an input and at most 100 weight layers
 
+# The optimizers, as torch.optim defines them, with the hyperparameters each takes and their
+# defaults: torch.optim's, except momentum's 0.9 (torch.optim.SGD's default 0 is plain SGD).
+OPTIMIZERS = {
+    "sgd": {"weight_decay": "0.0"},
+    "momentum": {"momentum": "0.9", "weight_decay": "0.0"},
+    "nesterov": {"momentum": "0.9", "weight_decay": "0.0"},
+    "rmsprop": {"alpha": "0.99", "eps": "1e-08", "weight_decay": "0.0"},
+    "adam": {"betas": "0.9,0.999", "eps": "1e-08", "weight_decay": "0.0"},
+    "adamw": {"betas": "0.9,0.999", "eps": "1e-08", "weight_decay": "0.01"},
+}
+HYPERPARAMETERS = ("momentum", "betas", "eps", "alpha", "weight_decay")  # in the order options() writes them
+
 
 class SpecError(ValueError):
     """A network description that symbp refuses; the message is one line for the user."""
@@ -32,6 +44,9 @@ class NetworkSpec:
     reduction: str = "sum"
     ops: tuple[tuple[str, int], ...] = ()  # registered ops inserted into layers: (name, layer)
     l2: str = ""  # λ of the weight penalty ½λ Σ‖W‖², as the decimal the user wrote; "" for none
+    optimizer: str = "sgd"
+    # (name, canonical text) of the hyperparameters given with values other than their defaults
+    hyperparameters: tuple[tuple[str, str], ...] = ()
 
     @property
     def depth(self) -> int:
@@ -49,7 +64,20 @@ class NetworkSpec:
             text += f" --op {name}:{layer}"
         if self.l2:
             text += f" --l2 {self.l2}"
+        if self.optimizer != "sgd":
+            text += f" --optimizer {self.optimizer}"
+        for name, value in self.hyperparameters:
+            text += f" --{name.replace('_', '-')} {value}"
         return text
+
+    @property
+    def plain_sgd(self) -> bool:
+        """Gradient descent as the tutorial does it: no optimizer state, no weight decay."""
+        return self.optimizer == "sgd" and not self.hyperparameters
+
+    def setting(self, name: str) -> str:
+        """A hyperparameter of the optimizer as canonical text: the one given, or its default."""
+        return dict(self.hyperparameters).get(name, OPTIMIZERS[self.optimizer][name])
 
 
 def _quote(text: str) -> str:
@@ -172,3 +200,81 @@ def parse_decimal(option: str, text: object, below_one: bool = False) -> str:
     if below_one and not Decimal(value) < 1:
         raise SpecError(f"bad {option} {body!r}: must be below 1")
     return value
+
+
+_NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d{1,3})?")
+
+
+def parse_number(option: str, text: object) -> float:
+    """A non-negative number such as 0.9 or 1e-8, read by a pattern (never evaluated), finite and at most 10⁶."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        text = repr(text)
+    if not isinstance(text, str):
+        raise SpecError(f"bad {option} {text!r:.40}: expected a number such as 0.9 or 1e-8")
+    body = text.strip()
+    if body.startswith("-") and _NUMBER.fullmatch(body[1:]):
+        raise SpecError(f"bad {option} {body!r}: must not be negative")
+    if len(body) > 24 or not _NUMBER.fullmatch(body):
+        raise SpecError(f"bad {option} {body[:40]!r}: expected a number such as 0.9 or 1e-8")
+    value = float(Decimal(body))
+    if not value <= 1e6:
+        raise SpecError(f"bad {option} {body!r}: must be at most 1e6")
+    return value
+
+
+def _below_one(option: str, text: object, above_zero: bool = False) -> str:
+    value = parse_number(option, text)
+    if not (0 < value < 1 if above_zero else value < 1):
+        raise SpecError(f"bad {option} {str(text).strip()!r}: must be {'above 0 and ' if above_zero else ''}below 1")
+    return repr(value)
+
+
+def _betas(text: object) -> str:
+    if isinstance(text, (tuple, list)) and len(text) == 2:
+        text = ",".join(repr(b) if isinstance(b, (int, float)) and not isinstance(b, bool) else str(b) for b in text)
+    if not isinstance(text, str) or text.count(",") != 1:
+        raise SpecError(f"bad --betas {text!r:.40}: expected two numbers in [0, 1) joined by a comma, e.g. 0.9,0.999")
+    first, second = (_below_one("--betas", part) for part in text.split(","))
+    return f"{first},{second}"
+
+
+def _positive(option: str, text: object) -> str:
+    value = parse_number(option, text)
+    if value <= 0:
+        raise SpecError(f"bad {option} {str(text).strip()!r}: must be above 0")
+    return repr(value)
+
+
+_PARSERS = {
+    "momentum": lambda text: _below_one("--momentum", text, above_zero=True),
+    "betas": _betas,
+    "eps": lambda text: _positive("--eps", text),
+    "alpha": lambda text: _below_one("--alpha", text),
+    "weight_decay": lambda text: repr(parse_number("--weight-decay", text)),
+}
+
+
+def parse_optimizer(optimizer: object, given: dict[str, object]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The optimizer's name and its hyperparameters that differ from the defaults, as canonical text.
+
+    ``given`` maps hyperparameter names to what the user wrote (None: not given). A hyperparameter
+    the optimizer does not take is an error, not ignored.
+    """
+    if optimizer is None:
+        optimizer = "sgd"
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
+        raise SpecError(f"unknown optimizer {optimizer!r:.40}: choose one of {', '.join(OPTIMIZERS)}")
+    takes = OPTIMIZERS[optimizer]
+    settings = []
+    for name in HYPERPARAMETERS:
+        text = given.get(name)
+        if text is None or text == "":
+            continue
+        option = f"--{name.replace('_', '-')}"
+        if name not in takes:
+            accepted = ", ".join(f"--{n.replace('_', '-')}" for n in takes)
+            raise SpecError(f"{option} is not a hyperparameter of --optimizer {optimizer}; it takes {accepted}")
+        value = _PARSERS[name](text)
+        if value != _PARSERS[name](takes[name]):
+            settings.append((name, value))
+    return optimizer, tuple(settings)

@@ -90,6 +90,7 @@ class Fit:
     params: dict
     history: list[Record]  # epoch 0, then every few epochs (about 200 records), ending at the last epoch
     seconds: float  # training steps only, not the measuring
+    state: dict | None = None  # the optimizer's, for modules generated with one
 
     @property
     def final(self) -> Record:
@@ -124,6 +125,8 @@ def fit(module: ModuleType, data, epochs: int, learning_rate: float, batch_size:
         raise ValueError(f"{data.name} needs {data.inputs} inputs and {data.outputs} outputs; "
                          f"this network has layers {'-'.join(map(str, module.LAYERS))}")
     params = module.init_params(seed, init) if hasattr(module, "INITS") else module.init_params(seed)
+    state = module.init_state(params) if hasattr(module, "init_state") else None  # kept across the chunks below
+    kept = {} if state is None else {"state": state}
     rng = np.random.default_rng(seed)
     step = max(1, epochs // 200)
     report_every = log_every or step * max(1, (epochs // 10) // step)
@@ -147,7 +150,7 @@ def fit(module: ModuleType, data, epochs: int, learning_rate: float, batch_size:
         count = min(step, epochs - start)
         began = time.perf_counter()
         module.train(params, data.X_train, data.Y_train, count, learning_rate, log_every=count,
-                     batch_size=batch_size, rng=rng)
+                     batch_size=batch_size, rng=rng, **kept)
         seconds += time.perf_counter() - began
         measure(start + count)
-    return Fit(params, history, seconds)
+    return Fit(params, history, seconds, state)

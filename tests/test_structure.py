@@ -10,7 +10,7 @@ PACKAGE = Path(symbp.__file__).resolve().parent
 LAYERS = [
     {"spec", "version", "budget"},
     {"expressions", "activations", "losses", "algebra"},
-    {"ops", "network"},
+    {"ops", "network", "optimizers"},
     {"derive"},
     {"program"},
     {"latex", "codegen", "inplace", "loops", "render", "document", "verify", "templating", "files"},
