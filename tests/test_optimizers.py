@@ -72,7 +72,7 @@ def test_the_derivation_prints_each_optimizer_from_its_equations():
     assert r"W^{(2)} &\leftarrow W^{(2)} - \alpha \lambda_{wd} W^{(2)}" in text
     assert r"m_{W^{(2)}} &\leftarrow \beta_{1} m_{W^{(2)}} + (1 - \beta_{1}) \frac{\partial L}{\partial W^{(2)}}" in text
     assert r"\hat{v}_{b^{(1)}} &= \frac{v_{b^{(1)}}}{1 - \beta_{2}^{t}}" in text
-    assert r"b^{(1)} &\leftarrow b^{(1)} - \frac{\alpha \hat{m}_{b^{(1)}}}{\epsilon + \sqrt{\hat{v}_{b^{(1)}}}}" in text
+    assert r"b^{(1)} &\leftarrow b^{(1)} - \alpha \frac{\hat{m}_{b^{(1)}}}{\epsilon + \sqrt{\hat{v}_{b^{(1)}}}}" in text
     assert r"b^{(1)} &\leftarrow b^{(1)} - \alpha \lambda_{wd}" not in text  # biases are not decayed
     prose = symbp.derive("2-2-1", optimizer="adamw", weight_decay="0.1").markdown()
     assert "is decoupled" in prose and "This is not the L2 penalty" in prose
