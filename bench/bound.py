@@ -1,0 +1,206 @@
+"""Training speed as a multiple of this machine's bound: the least time an epoch's arithmetic can take here.
+
+    python bench/bound.py [--repeats 7] [--output bench/bound.md]
+
+Workload: digits 64-128-10, tanh then softmax, cross-entropy averaged, on the training split of
+``symbp.datasets`` (1,347 samples), full batch (200 epochs) and batches of 32 (10 epochs,
+shuffled by the generated module's rule: one ``default_rng(0).permutation`` per epoch).
+
+The bound is measured in the same run, one thread: the float64 GEMM peak (``np.dot`` of two
+1024 × 1024 matrices, best of several), and NumPy's throughput for ``tanh`` and ``exp`` (10⁶
+values, best of several). An epoch's bound is its matrix-product flops over the GEMM peak
+plus its tanh count over the tanh rate plus its exp count over the exp rate; the elementwise
+rest and the reductions are left out, so no implementation can reach 1.0.
+
+Implementations, from the same initial weights: the hand-written class (bench/handwritten.py,
+its forward and backward, with a mini-batch loop around them for batch 32), the committed
+generated NumPy module's ``train``, the generated numba module's ``train`` (``pip install
+".[fast]"``), and JAX jit with ``jax.grad`` (``pip install jax``), each skipped with a note when
+missing. Time is process CPU time (all threads of the process), one BLAS and one XLA thread,
+medians of ``--repeats`` runs taken round-robin; compiled rows run once before timing. Every
+row must end at the hand-written row's loss to 1e-9 relative, or the script stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+for variable, value in (("OMP_NUM_THREADS", "1"), ("OPENBLAS_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1"),
+                        ("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")):
+    os.environ.setdefault(variable, value)
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from handwritten import SoftmaxNeuralNetwork
+
+from symbp import generate
+from symbp.datasets import load
+from symbp.train import load_module, module_for
+
+Params = dict[str, np.ndarray]
+SIZES = (64, 128, 10)
+RATE = 0.5
+SETTINGS = {"full batch": (None, 200), "batch 32": (32, 10)}  # batch size, epochs
+
+
+def cpu_seconds(run: Callable[[], object]) -> float:
+    start = time.process_time()
+    run()
+    return time.process_time() - start
+
+
+def best_rate(work: float, run: Callable[[], object], repeats: int = 7) -> float:
+    """``work`` units per second in the fastest of ``repeats`` runs."""
+    return work / min(cpu_seconds(run) for _ in range(repeats))
+
+
+def machine() -> dict[str, float]:
+    """GEMM flops/s and tanh, exp values/s, one thread."""
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((1024, 1024)), rng.standard_normal((1024, 1024))
+    x = rng.standard_normal(1_000_000)
+    out = np.empty_like(x)
+    return {"gemm": best_rate(2 * 1024**3, lambda: np.dot(A, B)),
+            "tanh": best_rate(x.size, lambda: np.tanh(x, out=out)),
+            "exp": best_rate(x.size, lambda: np.exp(x, out=out))}
+
+
+def epoch_bound(rates: dict[str, float], samples: int) -> float:
+    """Seconds: 5 matrix products (2 forward, 3 backward; δ⁽¹⁾ needs W⁽²⁾ᵀδ⁽²⁾), m·128 tanh, m·10 exp."""
+    n0, n1, n2 = SIZES
+    flops = 2 * samples * (n1 * n0 + n2 * n1) + 2 * samples * (n1 * n2 + n2 * n1 + n1 * n0)
+    return flops / rates["gemm"] + samples * n1 / rates["tanh"] + samples * n2 / rates["exp"]
+
+
+def orders(samples: int, epochs: int) -> list[np.ndarray]:
+    """The generated module's shuffles: one permutation per epoch from default_rng(0)."""
+    generator = np.random.default_rng(0)
+    return [generator.permutation(samples) for _ in range(epochs)]
+
+
+def handwritten(X, Y, init: Params, batch: int | None, epochs: int) -> Callable[[], Params]:
+    def run() -> Params:
+        net = SoftmaxNeuralNetwork(*SIZES, params=init)
+        for order in orders(X.shape[1], epochs) if batch else [None] * epochs:
+            batches = [slice(None)] if order is None else [order[s:s + batch] for s in range(0, len(order), batch)]
+            for index in batches:
+                net.forward(X[:, index])
+                net.backward(X[:, index], Y[:, index], RATE)
+        return net.params
+
+    return run
+
+
+def generated(module) -> Callable:
+    def make(X, Y, init: Params, batch: int | None, epochs: int) -> Callable[[], Params]:
+        def run() -> Params:
+            params = {k: v.copy() for k, v in init.items()}
+            module.train(params, X, Y, epochs, RATE, log_every=epochs, batch_size=batch, rng=0)
+            return params
+
+        return run
+
+    return make
+
+
+def jax_grad(X, Y, init: Params, batch: int | None, epochs: int) -> Callable[[], Params]:
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+
+    def loss(p, X, Y):
+        z2 = p["W2"] @ jnp.tanh(p["W1"] @ X + p["b1"]) + p["b2"]
+        return -jnp.sum(Y * jax.nn.log_softmax(z2, axis=0)) / X.shape[1]
+
+    grad = jax.grad(loss)
+    m = X.shape[1]
+    size = batch or m
+    steps = [(s, min(size, m - s)) for s in range(0, m, size)]
+
+    @jax.jit
+    def train(p, X, Y, order):
+        def epoch(p, index):
+            for start, length in steps:  # unrolled: a last, shorter batch has its own shape
+                b = jax.lax.dynamic_slice_in_dim(index, start, length)
+                g = grad(p, X[:, b], Y[:, b])
+                p = {k: p[k] - RATE * g[k] for k in p}
+            return p, None
+
+        return jax.lax.scan(epoch, p, order)[0]
+
+    order = jnp.asarray(np.stack(orders(m, epochs)) if batch else np.tile(np.arange(m), (epochs, 1)))
+    Xd, Yd = jnp.asarray(X), jnp.asarray(Y)
+
+    def run() -> Params:
+        final = jax.block_until_ready(train({k: jnp.asarray(v) for k, v in init.items()}, Xd, Yd, order))
+        return {k: np.asarray(v) for k, v in final.items()}
+
+    return run
+
+
+def implementations(notes: list[str]) -> dict[str, Callable]:
+    found = {"hand-written NumPy": handwritten,
+             "generated NumPy": generated(load_module(ROOT / "generated" / "digits_64_128_10.py", "bound_numpy"))}
+    try:
+        found["generated numba"] = generated(module_for(generate("64-128-10", "tanh,softmax", "cross_entropy",
+                                                                 "mean", backend="numba")))
+    except ImportError as error:
+        notes.append(f"generated numba skipped: {error} (pip install '.[fast]')")
+    try:
+        import jax  # noqa: F401
+        found["JAX jit, jax.grad"] = jax_grad
+    except ImportError:
+        notes.append("JAX skipped: not installed (pip install jax)")
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "bound.md")
+    args = parser.parse_args()
+    data = load("digits")
+    X, Y = data.X_train, data.Y_train
+    np.random.seed(0)  # the hand-written class draws its weights as the tutorial does
+    init = SoftmaxNeuralNetwork(*SIZES).params
+    notes: list[str] = []
+    rows = implementations(notes)
+    loss = load_module(ROOT / "generated" / "digits_64_128_10.py", "bound_loss").loss
+    rates = machine()
+    lines = [f"Machine, one thread: GEMM {rates['gemm'] / 1e9:.1f} GFLOP/s, tanh {rates['tanh'] / 1e6:.0f} M/s, "
+             f"exp {rates['exp'] / 1e6:.0f} M/s.", "",
+             "| setting | bound ms/epoch | implementation | median ms/epoch | × bound |", "|---|---:|---|---:|---:|"]
+    for setting, (batch, epochs) in SETTINGS.items():
+        runs = {name: make(X, Y, init, batch, epochs) for name, make in rows.items()}
+        finals = {name: run() for name, run in runs.items()}  # compiles, and checks every row's result
+        reference = loss(finals["hand-written NumPy"], X, Y)
+        for name, final in finals.items():
+            if abs(loss(final, X, Y) - reference) > 1e-9 * abs(reference):
+                raise SystemExit(f"{name} ends at loss {loss(final, X, Y)!r}, not {reference!r} ({setting})")
+        times = {name: [] for name in runs}
+        for _ in range(args.repeats):
+            for name, run in runs.items():
+                times[name].append(cpu_seconds(run) / epochs)
+        bound = epoch_bound(rates, X.shape[1])
+        for name, seconds in times.items():
+            median = statistics.median(seconds)
+            lines.append(f"| {setting} | {bound * 1e3:.3f} | {name} | {median * 1e3:.3f} | {median / bound:.2f} |")
+    lines += ["", *notes]
+    text = "\n".join(lines)
+    print(text)
+    args.output.write_text(f"`python bench/bound.py --repeats {args.repeats}`\n\n{text}\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
