@@ -55,15 +55,24 @@ def log_softmax(z: Array) -> Array:
 INITS = ("normal", "fan_in")
 
 
-def init_params(seed: int | None = None, init: str = "normal") -> Params:
-    """Random weights and biases.
+DTYPES = ("float64", "float32")
+
+
+def init_params(
+    seed: int | None = None, init: str = "normal", dtype: str = "float64"
+) -> Params:
+    """Random weights and biases, as float64 or float32 arrays (every function computes in
+    the parameters' dtype).
 
     ``normal``: standard normal, as in the hand-written original. ``fan_in``: weights with
     variance 1/(inputs to the unit) and zero biases, so that tanh and sigmoid units start
-    unsaturated on standardized inputs however wide the layer below.
+    unsaturated on standardized inputs however wide the layer below. The numbers are drawn
+    in float64 and rounded, so a float32 start is the float64 start to float32's precision.
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     rng = np.random.default_rng(seed)
     params = {name: rng.standard_normal(shape) for name, shape in PARAM_SHAPES.items()}
     if init == "fan_in":
@@ -72,7 +81,7 @@ def init_params(seed: int | None = None, init: str = "normal") -> Params:
                 params[name] /= np.sqrt(shape[1])
             else:
                 params[name] = np.full(shape, 1.0 if FAN_IN[name] == "ones" else 0.0)
-    return params
+    return {name: value.astype(dtype) for name, value in params.items()}
 
 
 def _real(name: str, value: object) -> Array:
@@ -86,9 +95,15 @@ def _real(name: str, value: object) -> Array:
     return array
 
 
-def _batch(name: str, value: Array, rows: int, samples: int | None = None) -> Array:
-    """``value`` as a finite float array of shape (rows, samples), or a ValueError saying why not."""
-    array = _real(name, value).astype(np.float64, copy=False)
+def _batch(
+    name: str,
+    value: Array,
+    rows: int,
+    samples: int | None = None,
+    dtype: str = "float64",
+) -> Array:
+    """``value`` as a finite array of ``dtype`` and shape (rows, samples), or a ValueError."""
+    array = _real(name, value).astype(dtype, copy=False)
     expected = f"({rows}, {'m' if samples is None else samples})"
     if (
         array.ndim != 2
@@ -105,8 +120,9 @@ def _batch(name: str, value: Array, rows: int, samples: int | None = None) -> Ar
     return array
 
 
-def _check_params(params: Params) -> None:
-    """Every parameter present, a float array of its shape, and finite."""
+def _check_params(params: Params) -> str:
+    """Every parameter present, a float array of its shape, and finite; returns their dtype
+    (float64 or float32, the same for all)."""
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
     for name, shape in PARAM_SHAPES.items():
@@ -117,21 +133,28 @@ def _check_params(params: Params) -> None:
             got = np.shape(value)
             raise ValueError(f"params[{name!r}] must have shape {shape}, got {got}")
         kind = getattr(value, "dtype", type(value).__name__)
-        if getattr(kind, "kind", "") != "f":
-            raise ValueError(f"params[{name!r}] must be a float array, got {kind}")
+        if str(kind) not in DTYPES:
+            raise ValueError(
+                f"params[{name!r}] must be a float64 or float32 array, got {kind}"
+            )
         if not np.all(np.isfinite(value)):
             raise ValueError(f"params[{name!r}] contains NaN or infinite values")
+    dtypes = sorted({str(params[name].dtype) for name in PARAM_SHAPES})
+    if len(dtypes) > 1:
+        raise ValueError(f"params mix dtypes {dtypes}: make them all one")
+    return dtypes[0]
 
 
 def _checked(
     params: Params, X: Array, Y: Array | None = None
 ) -> Array | tuple[Array, Array]:
-    """X (and Y) as checked float arrays; params checked for names, shapes and values."""
-    _check_params(params)
-    X = _batch("X", X, LAYERS[0])
+    """X (and Y) as checked arrays of the parameters' dtype; params checked for names,
+    shapes and values."""
+    dtype = _check_params(params)
+    X = _batch("X", X, LAYERS[0], dtype=dtype)
     if Y is None:
         return X
-    return X, _batch("Y", Y, LAYERS[-1], X.shape[1])
+    return X, _batch("Y", Y, LAYERS[-1], X.shape[1], dtype)
 
 
 def _forward_pass(params: Params, X: Array) -> Params:
@@ -259,30 +282,30 @@ def _still_finite(params: Params, epochs: int) -> None:
         )
 
 
-def _work(m: int) -> tuple[Array, ...]:
+def _work(m: int, dtype: str) -> tuple[Array, ...]:
     """Empty arrays for every value a step on m samples computes, in ``_step``'s order.
 
     A step writes into these instead of allocating: on wide layers, fresh (units × m)
     arrays every step cost more than the arithmetic.
     """
     return (
-        np.empty((32, m)),  # z1
-        np.empty((32, m)),  # a1
-        np.empty((16, m)),  # z2
-        np.empty((16, m)),  # a2
-        np.empty((10, m)),  # z3
-        np.empty((10, m)),  # a3
-        np.empty((10, m)),  # delta3
-        np.empty((16, m)),  # delta2
-        np.empty((32, m)),  # delta1
-        np.empty((10, 16)),  # dW3
-        np.empty((10, 1)),  # db3
-        np.empty((16, 32)),  # dW2
-        np.empty((16, 1)),  # db2
-        np.empty((32, 64)),  # dW1
-        np.empty((32, 1)),  # db1
-        np.empty((16, m)),  # delta2_t1
-        np.empty((32, m)),  # delta1_t1
+        np.empty((32, m), dtype),  # z1
+        np.empty((32, m), dtype),  # a1
+        np.empty((16, m), dtype),  # z2
+        np.empty((16, m), dtype),  # a2
+        np.empty((10, m), dtype),  # z3
+        np.empty((10, m), dtype),  # a3
+        np.empty((10, m), dtype),  # delta3
+        np.empty((16, m), dtype),  # delta2
+        np.empty((32, m), dtype),  # delta1
+        np.empty((10, 16), dtype),  # dW3
+        np.empty((10, 1), dtype),  # db3
+        np.empty((16, 32), dtype),  # dW2
+        np.empty((16, 1), dtype),  # db2
+        np.empty((32, 64), dtype),  # dW1
+        np.empty((32, 1), dtype),  # db1
+        np.empty((16, m), dtype),  # delta2_t1
+        np.empty((32, m), dtype),  # delta1_t1
     )
 
 
@@ -402,7 +425,8 @@ def train(
     size = samples if batch_size is None else min(batch_size, samples)
     generator = np.random.default_rng(rng)
     weights = tuple(params[name] for name in PARAM_NAMES)
-    work = {size: _work(size)}  # and one for a last, shorter batch when there is one
+    # one set of work arrays for the batch size, and one for a last, shorter batch if any
+    work = {size: _work(size, X.dtype)}
     logged = []
     for epoch in range(epochs):
         if epoch % log_every == 0:
@@ -419,7 +443,7 @@ def train(
         for start in range(0, samples, size):
             batch = order[start : start + size]
             if len(batch) not in work:
-                work[len(batch)] = _work(len(batch))
+                work[len(batch)] = _work(len(batch), X.dtype)
             _step(weights, X[:, batch], Y[:, batch], learning_rate, work[len(batch)])
     _still_finite(params, epochs)
     return logged
@@ -432,6 +456,11 @@ def save_params(params: Params, path: str, **extra: Array) -> None:
     if clashes:
         raise ValueError(f"extra arrays may not be named like parameters: {clashes}")
     np.savez(path, **{name: params[name] for name in PARAM_NAMES}, **extra)
+
+
+def _float(value: Array) -> str:
+    """The dtype a saved array is loaded as: float32 stays float32, anything else float64."""
+    return "float32" if getattr(value, "dtype", None) == np.float32 else "float64"
 
 
 def load_params(path: str) -> Params:
@@ -453,7 +482,7 @@ def load_params(path: str) -> Params:
         except Exception as error:  # noqa: BLE001 -- a damaged member, or an object array
             raise ValueError(f"{path} cannot be read: {error}") from None
     params = {
-        name: _real(f"{path}: {name}", value).astype(np.float64)
+        name: _real(f"{path}: {name}", value).astype(_float(value))
         for name, value in arrays.items()
     }
     _check_params(params)

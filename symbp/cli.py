@@ -205,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="normal: the document's standard-normal weights; fan_in: variance 1/inputs, zero biases; "
                         + _per_dataset("init"))
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="initial weights, batches and the test split")
+    p.add_argument("--dtype", default="float64", choices=("float64", "float32"),
+                   help="the precision training computes in, end to end: parameters, state and data")
     p.add_argument("--log-every", type=int, help="progress every N epochs (default: about ten lines)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of progress")
     p.add_argument("--save", metavar="FILE.npz", help="write the trained weights (and input scaling) here")
@@ -371,7 +373,7 @@ def _train(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"training {network} ({', '.join(module.ACTIVATIONS)}; {module.LOSS}, {module.REDUCTION}) on "
               f"{args.dataset}: {data.X_train.shape[1]} training and {data.X_test.shape[1]} test samples, "
-              f"{setting}, {batches}, {init} init, seed {args.seed}")
+              f"{setting}, {batches}, {init} init, seed {args.seed}, {args.dtype}")
 
     def progress(record: Record) -> None:
         test_loss = "" if record.test_loss is None else f"  test loss {record.test_loss:.6g}"
@@ -381,12 +383,13 @@ def _train(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # a diverging run ends in one line (FloatingPointError), not warnings
         warnings.simplefilter("ignore", RuntimeWarning)
         result = fit(module, data, epochs, learning_rate, batch_size, args.seed, init, args.log_every,
-                     None if args.json else progress)
+                     None if args.json else progress, args.dtype)
     report = {
         "dataset": args.dataset, "layers": network, "activation": ",".join(module.ACTIVATIONS),
         "loss": module.LOSS, "reduction": module.REDUCTION, "optimizer": getattr(module, "OPTIMIZER", "sgd"),
         "epochs": epochs, "learning_rate": learning_rate,
-        "batch_size": batch_size, "init": init, "seed": args.seed, "seconds": round(result.seconds, 4),
+        "batch_size": batch_size, "init": init, "seed": args.seed, "dtype": args.dtype,
+        "seconds": round(result.seconds, 4),
         "final_loss": result.final_loss, "train_accuracy": result.train_accuracy,
         "test_accuracy": result.test_accuracy,
     }

@@ -6,7 +6,7 @@ import importlib.util
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 
@@ -111,8 +111,11 @@ class Fit:
 
 def fit(module: ModuleType, data, epochs: int, learning_rate: float, batch_size: int | None = None,
         seed: int = 0, init: str = "normal", log_every: int | None = None,
-        progress: Callable[[Record], None] | None = None) -> Fit:
-    """Train ``module`` on ``data`` (a :class:`symbp.datasets.Dataset`) from ``init_params(seed, init)``.
+        progress: Callable[[Record], None] | None = None, dtype: str = "float64") -> Fit:
+    """Train ``module`` on ``data`` (a :class:`symbp.datasets.Dataset`) from ``init_params(seed, init, dtype)``.
+
+    ``dtype`` float32 trains in single precision end to end: the parameters, the state and the
+    data (converted once, here) are float32.
 
     The network is measured at about 200 epochs (for the curves), each time loss and accuracies
     together; ``progress(record)`` gets about ten of those records (or one every ``log_every``
@@ -124,7 +127,14 @@ def fit(module: ModuleType, data, epochs: int, learning_rate: float, batch_size:
     if tuple(module.LAYERS[:1] + module.LAYERS[-1:]) != (data.inputs, data.outputs):
         raise ValueError(f"{data.name} needs {data.inputs} inputs and {data.outputs} outputs; "
                          f"this network has layers {'-'.join(map(str, module.LAYERS))}")
-    params = module.init_params(seed, init) if hasattr(module, "INITS") else module.init_params(seed)
+    if dtype != "float64" and not hasattr(module, "DTYPES"):
+        raise ValueError(f"this module computes in float64 only; regenerate it for dtype {dtype}")
+    if hasattr(module, "DTYPES"):
+        params = module.init_params(seed, init, dtype)
+    else:
+        params = module.init_params(seed, init) if hasattr(module, "INITS") else module.init_params(seed)
+    data = replace(data, **{name: getattr(data, name).astype(dtype, copy=False)
+                            for name in ("X_train", "Y_train", "X_test", "Y_test")})
     state = module.init_state(params) if hasattr(module, "init_state") else None  # kept across the chunks below
     kept = {} if state is None else {"state": state}
     rng = np.random.default_rng(seed)

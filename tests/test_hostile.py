@@ -264,7 +264,8 @@ def _Y():
     (lambda m, p: m.train(p, _X(), _Y(), 5, float("inf")), "learning rate"),
     (lambda m, p: m.train(p, _X(), _Y(), 5, 0.1, log_every=0), "log_every"),
     (lambda m, p: m.train(p, _X(), _Y(), -1, 0.1), "epochs"),
-    (lambda m, p: m.forward({k: v.astype(int) for k, v in p.items()}, _X()), "float array"),
+    (lambda m, p: m.forward({k: v.astype(int) for k, v in p.items()}, _X()), "float64 or float32 array"),
+    (lambda m, p: m.forward({**p, "W1": p["W1"].astype(np.float32)}, _X()), "mix dtypes"),
     (lambda m, p: m.forward({k: v * np.nan for k, v in p.items()}, _X()), "NaN"),
     (lambda m, p: m.gradients(p, _X(), _Y().ravel()), "shape"),
 ])

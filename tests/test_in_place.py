@@ -86,7 +86,7 @@ def test_a_training_step_allocates_no_array_the_size_of_a_layer():
     Y = np.eye(10)[:, rng.integers(0, 10, samples)]
     params = module.init_params(0)
     weights = tuple(params[name] for name in module.PARAM_NAMES)
-    work = module._work(samples)
+    work = module._work(samples, X.dtype)
     module._step(weights, X, Y, 0.1, work)  # warm up
     tracemalloc.start()
     try:
