@@ -234,14 +234,20 @@ def train_step(params: Params, X: Array, Y: Array, learning_rate: float) -> None
     _train_step(params, *_checked(params, X, Y), learning_rate)
 
 
-def _settings(epochs: int, rate: float, log_every: int, batch_size: int | None) -> None:
+def _settings(
+    epochs: int, rate: float, log_every: int | None, batch_size: int | None
+) -> None:
     """train's arguments, checked before any step (a NaN rate would silently ruin the weights)."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be an integer of at least 0, got {epochs!r}")
     if not (isinstance(rate, (int, float)) and np.isfinite(rate) and rate > 0):
         raise ValueError(f"the learning rate must be finite and above 0, got {rate!r}")
-    if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
-        raise ValueError(f"log_every must be an integer above 0, got {log_every!r}")
+    if log_every is not None and (
+        isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1
+    ):
+        raise ValueError(
+            f"log_every must be an integer above 0 or None, got {log_every!r}"
+        )
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
 
@@ -338,11 +344,12 @@ def train(
     Y: Array,
     epochs: int,
     learning_rate: float,
-    log_every: int = 1000,
+    log_every: int | None = 1000,
     batch_size: int | None = None,
     rng: "np.random.Generator | int | None" = None,  # quoted: np.random loads lazily
 ) -> list[float]:
-    """Gradient descent; returns the loss on all of X before every ``log_every``-th epoch.
+    """Gradient descent; returns the loss on all of X before every ``log_every``-th epoch
+    (none with ``log_every=None``, which spares a forward pass over all of X).
 
     With ``batch_size``, each epoch shuffles the samples (with ``rng``, a Generator or a
     seed) and takes one step per batch of that many (mini-batch SGD); without, one step
@@ -359,7 +366,7 @@ def train(
     work = {size: _work(size, X.dtype)}
     logged = []
     for epoch in range(epochs):
-        if epoch % log_every == 0:
+        if log_every is not None and epoch % log_every == 0:
             current = _loss(params, X, Y)
             if not np.isfinite(current):
                 raise FloatingPointError(
@@ -369,12 +376,15 @@ def train(
         if size == samples:
             _step(weights, X, Y, learning_rate, work[size])
             continue
+        # one gather per epoch; each batch is then a view of consecutive columns
         order = generator.permutation(samples)
+        X_shuffled, Y_shuffled = X[:, order], Y[:, order]
         for start in range(0, samples, size):
-            batch = order[start : start + size]
-            if len(batch) not in work:
-                work[len(batch)] = _work(len(batch), X.dtype)
-            _step(weights, X[:, batch], Y[:, batch], learning_rate, work[len(batch)])
+            stop = min(start + size, samples)
+            if stop - start not in work:
+                work[stop - start] = _work(stop - start, X.dtype)
+            batch = (X_shuffled[:, start:stop], Y_shuffled[:, start:stop])
+            _step(weights, *batch, learning_rate, work[stop - start])
     _still_finite(params, epochs)
     return logged
 

@@ -159,7 +159,8 @@ def fit(module: ModuleType, data, epochs: int, learning_rate: float, batch_size:
     for start in range(0, epochs, step):
         count = min(step, epochs - start)
         began = time.perf_counter()
-        module.train(params, data.X_train, data.Y_train, count, learning_rate, log_every=count,
+        # log_every=None: measure() computes the loss, so train need not run a forward pass for it
+        module.train(params, data.X_train, data.Y_train, count, learning_rate, log_every=None,
                      batch_size=batch_size, rng=rng, **kept)
         seconds += time.perf_counter() - began
         measure(start + count)

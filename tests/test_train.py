@@ -282,3 +282,17 @@ def test_bad_train_options_are_one_line_and_exit_2(args, needle, tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and needle in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_train_without_logging_computes_no_loss_and_trains_the_same(backend):
+    if backend == "numba" and not os.environ.get("CI"):
+        pytest.importorskip("numba", reason="the numba backend needs the fast extra")
+    module = module_for(symbp.generate("3-4-2", "tanh,softmax", "cross_entropy", "mean", backend=backend))
+    rng = np.random.default_rng(2)
+    X, Y = rng.standard_normal((3, 20)), np.eye(2)[rng.integers(0, 2, 20)].T
+    quiet, logged = module.init_params(1), module.init_params(1)
+    assert module.train(quiet, X, Y, 12, 0.2, log_every=None, batch_size=6, rng=3) == []
+    assert len(module.train(logged, X, Y, 12, 0.2, log_every=5, batch_size=6, rng=3)) == 3
+    for name in quiet:
+        np.testing.assert_array_equal(quiet[name], logged[name])
