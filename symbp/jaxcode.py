@@ -68,6 +68,8 @@ class JaxPrinter(OperationPrinter):
     def _print_Apply(self, op: Apply) -> list[str]:
         lines = [line for scratch, value in op.shared for line in self.assign(scratch, value)]
         itself = next((s for s in op.code.free_symbols if isinstance(s, Entry) and s.quantity.name == op.out.name), None)
+        if op.code == itself:  # out ⊙ 1 (an identity's derivative): nothing changes
+            return lines
         if isinstance(op.code, sp.Add) and itself in op.code.args:  # out + (…), out − (…): as the update reads
             out, rest = self.name(op.out), op.code - itself
             sign, term = ("-", -rest) if rest.could_extract_minus_sign() else ("+", rest)
