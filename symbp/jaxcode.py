@@ -13,7 +13,7 @@ import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 
 from .algebra import STATE, TARGET, Entry
-from .codegen import NumpyCodePrinter, OperationPrinter, fits, short_assignments, unpack
+from .codegen import LINE_LENGTH, NumpyCodePrinter, OperationPrinter, fits, short_assignments, unpack
 from .program import (
     AddBias,
     Apply,
@@ -94,6 +94,15 @@ class JaxPrinter(OperationPrinter):
         return [f"{param} = {param} - {self.code.doprint(op.rate)} * {self.name(op.gradient)}"]
 
 
+def pack(names: list[str], target: str, indent: int = INDENT) -> str:
+    """``target = (a, b)`` as ruff formats it: on one line, or one name per line when too long."""
+    pad = " " * indent
+    line = f"{pad}{target} = ({', '.join(names)}{',' if len(names) == 1 else ''})"
+    if len(line) <= LINE_LENGTH:
+        return line
+    return f"{pad}{target} = (\n" + "".join(f"{pad}    {name},\n" for name in names) + f"{pad})"
+
+
 def jax_context(program: Program) -> dict:
     """The JAX module's functions, printed from the program: forward, backward with the
     gradients, and the optimizer's update, each a list of lines headed by their formulas."""
@@ -112,4 +121,6 @@ def jax_context(program: Program) -> dict:
         "unpack_weights": unpack(params, "weights"),
         "unpack_grads": unpack(grads, "grads"),
         "unpack_state": unpack(state, "state") if state else "",
+        "pack_weights": pack(params, "weights"),
+        "pack_state": pack(state, "state"),
     }
