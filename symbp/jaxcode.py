@@ -57,9 +57,13 @@ class JaxPrinter(OperationPrinter):
         return [f"{name} = {code}" for name, code in short_assignments(self.name(target), expr, INDENT, self.code)]
 
     def _print_Gemm(self, op: Gemm) -> list[str]:
-        left = self.name(op.left) + (".T" if op.left_transposed else "")
-        right = self.name(op.right) + (".T" if op.right_transposed else "")
-        return [f"{self.name(op.out)} = jnp.dot({left}, {right})"]
+        """out = left · right; a transposed operand is named in einsum's subscripts (Wᵀδ is
+        ``"ji,jk->ik"``), which XLA contracts in place, where ``W.T`` costs a copy per step."""
+        out, left, right = self.name(op.out), self.name(op.left), self.name(op.right)
+        if not (op.left_transposed or op.right_transposed):
+            return [f"{out} = jnp.dot({left}, {right})"]
+        subscripts = f"{'ji' if op.left_transposed else 'ij'},{'kj' if op.right_transposed else 'jk'}->ik"
+        return [f'{out} = jnp.einsum("{subscripts}", {left}, {right})']
 
     def _print_AddBias(self, op: AddBias) -> list[str]:
         out = self.name(op.out)
