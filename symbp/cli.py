@@ -170,7 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=network + "\n\n" + _examples(
             "symbp generate --layers 2-2-1 --activation sigmoid --loss half_se -o xor.py",
             "symbp generate --layers 2-8-1 --backend numba -o fast.py",
-            "symbp generate --layers 64-128-10 --activation tanh,softmax --loss cross_entropy --backend jax -o net.py",
             "symbp generate --check generated/*.py",
         ))
     _network_options(p, required=False)

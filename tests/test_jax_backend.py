@@ -287,3 +287,14 @@ def test_symbp_train_with_the_jax_backend(capsys):
     assert report["solved"] and report["final_loss"] < 0.05
     assert main(["train", "--module", str(ROOT / "generated" / "xor_2_2_1.py"), "--backend", "jax"]) == 2
     assert capsys.readouterr().err.startswith("symbp: error: --module")
+
+
+def test_a_backend_without_its_package_is_one_line_naming_the_extra(monkeypatch, capsys):
+    from symbp import cli
+
+    def missing(source):
+        raise ModuleNotFoundError("No module named 'jax'", name="jax")
+
+    monkeypatch.setattr(cli, "module_for", missing)
+    assert cli.main(["train", "--backend", "jax", "--epochs", "1"]) == 2
+    assert capsys.readouterr().err == "symbp: error: this module's backend needs jax: pip install 'symbp[jax]'\n"
