@@ -8,9 +8,12 @@ Gradients are summed over the samples.
 In JAX: the gradients are symbp's derived formulas printed in jax.numpy, one step under each
 formula, not ``jax.grad``; ``jax.jit`` compiles them. A product with a transposed factor,
 such as (W⁽²⁾)ᵀ δ⁽²⁾, is ``jnp.einsum("ji,jk->ik", W2, delta2)``: XLA contracts it where it
-lies instead of copying the transpose every step. Parameters are
-dicts of JAX arrays, and ``train_step`` and ``train`` replace their entries (JAX arrays
-cannot change). NumPy arrays are accepted wherever the NumPy backend takes them.
+lies instead of copying the transpose every step.
+
+Parameters are dicts of JAX arrays; ``train_step`` and ``train`` replace their entries
+(JAX arrays cannot change).
+NumPy arrays are accepted wherever the NumPy backend takes them.
+``train(..., devices=N)`` trains data parallel over N devices.
 
 Precision: the parameters' dtype, float32 by default as in JAX. For float64 switch on
 JAX's x64 mode before making any array, ``jax.config.update("jax_enable_x64", True)``
