@@ -75,6 +75,7 @@ def generate(layers: str | tuple[int, ...] = "2-2-1", activation: str = "sigmoid
     """The training module's source; written to ``output`` when given.
 
     ``backend="numba"`` adds a training loop that numba compiles (numba is then needed to import it);
+    ``backend="jax"`` prints the same program in jax.numpy, jit-compiled, with data-parallel training;
     ``optimizer`` and its hyperparameters are as for :func:`derive`.
 
     An existing file that symbp did not generate is only replaced with ``force=True``.

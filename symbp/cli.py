@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="the module's path, e.g. generated/xor.py")
     p.add_argument("--force", action="store_true", help="overwrite a file symbp did not generate")
     p.add_argument("--backend", default="numpy", choices=BACKENDS,
-                   help="numpy: numpy only; numba: train's loop compiled by numba (pip install symbp[fast])")
+                   help="numpy: numpy only; numba: train's loop compiled by numba (pip install symbp[fast]); "
+                        "jax: jax.numpy, jit-compiled, data parallel over devices (pip install symbp[jax])")
     p.add_argument("--check", nargs="+", metavar="PATH",
                    help="exit 1 if a generated file differs from what this symbp generates from its header")
 
@@ -197,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--l2", metavar="LAMBDA", help="the weight penalty's λ (½λ Σ‖W‖², weights only); default none")
     _optimizer_options(p)
     p.add_argument("--module", help="a generated module to train (default: generate one for --layers)")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="the generated module's backend (default numpy; with jax, --dtype float64 switches on "
+                        "JAX's x64 mode)")
     p.add_argument("--epochs", type=int, help=_per_dataset("epochs"))
     p.add_argument("--learning-rate", type=float, help=_per_dataset("learning_rate"))
     p.add_argument("--batch-size", type=int, help="mini-batch SGD with batches of this size; "
@@ -340,7 +344,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise SpecError(f"--seed must be at least 0, got {args.seed}")
     given = [f"--{name.replace('_', '-')}" for name in ("layers", "activation", "loss", "reduction", "l2",
-                                                        "optimizer", *HYPERPARAMETERS)
+                                                        "optimizer", "backend", *HYPERPARAMETERS)
              if getattr(args, name) is not None]
     if args.module and given:
         raise SpecError(f"--module trains the network its header names; drop {' '.join(given)}")
@@ -355,13 +359,16 @@ def _train(args: argparse.Namespace) -> int:
         require_matplotlib()
     data = load(args.dataset, args.seed)
     if args.module:
-        module = _trusted_module(args.module)
+        module = _importing(_trusted_module, args.module)
     else:
         layers = args.layers or defaults.layers
         _check_size(layers)
-        module = module_for(generate(layers, args.activation or defaults.activation,
-                                     args.loss or defaults.loss, args.reduction or defaults.reduction,
-                                     l2=args.l2 or "", **_optimizer(args)))
+        module = _importing(module_for, generate(layers, args.activation or defaults.activation,
+                                                 args.loss or defaults.loss, args.reduction or defaults.reduction,
+                                                 backend=args.backend or "numpy", l2=args.l2 or "",
+                                                 **_optimizer(args)))
+    if args.dtype == "float64" and hasattr(module, "jax"):  # a JAX module computes in float64 in x64 mode only
+        module.jax.config.update("jax_enable_x64", True)
     network = "-".join(map(str, module.LAYERS))
     optimizer = f", {module.OPTIMIZER}" if hasattr(module, "OPTIMIZER") else ""
     setting = f"{epochs} epochs{optimizer}, learning rate {learning_rate}"
@@ -437,6 +444,20 @@ def _check_size(layers: str) -> None:
     if count > MAX_TRAIN_PARAMS:
         raise SpecError(f"--layers {layers} has {count:,} parameters; symbp train takes at most "
                         f"{MAX_TRAIN_PARAMS:,} (generate the module and train it your own way)")
+
+
+EXTRAS = {"numba": "fast", "scipy": "fast", "jax": "jax"}  # a backend's import, and the extra that installs it
+
+
+def _importing(load, source: str):
+    """``load(source)``, a generated module; a backend's missing package is one line naming the extra."""
+    try:
+        return load(source)
+    except ModuleNotFoundError as error:
+        top = (error.name or "").split(".")[0]
+        if top not in EXTRAS:
+            raise
+        raise SpecError(f"this module's backend needs {top}: pip install 'symbp[{EXTRAS[top]}]'") from None
 
 
 def _trusted_module(path: str):

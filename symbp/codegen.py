@@ -405,11 +405,12 @@ def _names_in(expressions: list[sp.Basic]) -> set[str]:
     return names
 
 
-def module_context(program: Program) -> dict:
+def module_context(program: Program, printer: NumpyCodePrinter = _CODE) -> dict:
     """Everything the module template needs, printed from the program; nothing here derives.
 
     The allocating functions (forward, loss, gradients, train_step) print each step whole,
-    from the equation it implements: one readable line per formula.
+    from the equation it implements: one readable line per formula. ``printer`` prints the
+    loss and the activations' helper functions (another backend's array module).
     """
     d = program.derivation
     backward_values = [s.equation.computed for s in (*program.backward, *program.gradients)]
@@ -419,22 +420,23 @@ def module_context(program: Program) -> dict:
     cached = [name for name in forward_names if name in used and name not in produced]
     weights = [p.name for p in d.params if p.name in used]
 
-    loss_code, loss_lines = _CODE.doprint(d.loss_code), []
+    loss_code, loss_lines = printer.doprint(d.loss_code), []
     if not fits("total", f"float(np.sum({loss_code}))"):
-        loss_code, loss_lines = "terms", short_assignments("terms", d.loss_code)
+        loss_code, loss_lines = "terms", short_assignments("terms", d.loss_code, printer=printer)
     loss_inputs = sorted(_names_in([d.loss_code]) & set(forward_names))
     f_out = d.activations[-1]
     param_updates = NumpyCodePrinter({d.gradient_of(p).name: f'grads["{p.name}"]' for p in d.params})
     helpers = []
     for function in program.functions:
-        if hasattr(_CODE, f"_print_{function.name}"):
+        if hasattr(printer, f"_print_{function.name}"):
             continue  # NumPy has it (np.tanh): the code calls NumPy, not a helper
         f = function.activation
         applied, formula = f"{f.function.unicode_symbol}(z)", _COMMENT.doprint(f.formula)
         helpers.append({
             "name": function.name,
             "formula": applied if formula == applied else f"{applied} = {formula}",
-            "lines": short_assignments("value", function.code_form),
+            "lines": short_assignments("value", function.code_form, printer=printer),
+            "in_loss": d.loss_code.has(f.function),
             "same_as_formula": function.code_form == f.formula,
         })
     return {

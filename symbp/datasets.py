@@ -104,6 +104,7 @@ def load(name: str, seed: int = 0) -> Dataset:
 
 def predicted_labels(output: np.ndarray) -> np.ndarray:
     """Class labels from a network's output: above 0.5 for one output unit, else the largest."""
+    output = np.asarray(output)  # a JAX module's output too
     return (output[0] > 0.5).astype(int) if output.shape[0] == 1 else output.argmax(axis=0)
 
 

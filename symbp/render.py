@@ -6,22 +6,26 @@ from .algebra import STATE
 from .codegen import module_context, unpack
 from .derive import Derivation
 from .inplace import InPlacePrinter
+from .jaxcode import JAX_CODE, jax_context
 from .loops import kernel_context
 from .program import Program, lower
 from .spec import SpecError
 from .templating import environment
 
-BACKENDS = ("numpy", "numba")
+BACKENDS = ("numpy", "numba", "jax")
 
 
 def render_module(d: Derivation, backend: str = "numpy") -> str:
-    """The generated module's source: NumPy only, or with a training loop numba compiles."""
+    """The generated module's source: NumPy only, with a training loop numba compiles, or in JAX."""
     if backend not in BACKENDS:
         raise SpecError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     program = lower(d)
-    context = module_context(program)
+    context = module_context(program, JAX_CODE) if backend == "jax" else module_context(program)
     if backend == "numpy":
         context.update(numpy_context(program))
+    elif backend == "jax":
+        context["options"] += f" --backend {backend}"
+        context.update(jax_context(program))
     else:
         context["options"] += f" --backend {backend}"
         context["kernel"] = kernel_context(program)

@@ -20,3 +20,13 @@ def random_network(seed):
         loss = str(rng.choice(["half_se", "bce"])) if output == "sigmoid" else "half_se"
     reduction = str(rng.choice(["sum", "mean"]))
     return "-".join(map(str, widths)), ",".join([*hidden, output]), loss, reduction
+
+
+def targets(rng, loss, rows, samples):
+    """Targets a loss takes: any reals, probabilities in (0, 1), or columns of class probabilities."""
+    if loss == "half_se":
+        return rng.standard_normal((rows, samples))
+    if loss == "bce":
+        return rng.uniform(0.05, 0.95, (rows, samples))
+    weights = rng.uniform(0.05, 1.0, (rows, samples))  # class probabilities: each column sums to 1
+    return weights / weights.sum(axis=0, keepdims=True)

@@ -21,6 +21,8 @@ NETWORKS = {
                                     "--reduction", "mean"],
     "numba-3-4-3-relu,softmax-half_se-mean": ["--layers", "3-4-3", "--activation", "relu,softmax", "--loss",
                                               "half_se", "--reduction", "mean", "--backend", "numba"],
+    "jax-3-4-2-tanh,sigmoid-bce-adam": ["--layers", "3-4-2", "--activation", "tanh,sigmoid", "--loss", "bce",
+                                        "--l2", "0.01", "--optimizer", "adam", "--backend", "jax"],
 }
 HASH_SEEDS = ("0", "1", "12345", "random")
 TIMEOUT = 300

@@ -13,7 +13,7 @@ LAYERS = [
     {"ops", "network", "optimizers"},
     {"derive"},
     {"program"},
-    {"latex", "codegen", "inplace", "loops", "render", "document", "verify", "templating", "files"},
+    {"latex", "codegen", "inplace", "loops", "jaxcode", "render", "document", "verify", "templating", "files"},
     {"api"},
     {"datasets", "train", "plots", "example"},
     {"cli", "__main__", "__init__"},
@@ -85,7 +85,7 @@ def test_imports_run_one_way_through_the_layers():
 def test_the_spec_imports_nothing_of_symbp_and_the_derivation_none_of_its_renderers():
     graph = import_graph()
     assert graph["spec"] == set()
-    assert graph["derive"] & {"latex", "codegen", "document", "verify", "inplace", "loops", "render"} == set()
+    assert graph["derive"] & {"latex", "codegen", "document", "verify", "inplace", "loops", "jaxcode", "render"} == set()
 
 
 def test_no_module_parses_meaning_out_of_names():
@@ -102,6 +102,7 @@ def test_an_operation_a_backend_cannot_print_is_an_error_naming_both():
 
     from symbp.codegen import UnsupportedOperation
     from symbp.inplace import InPlacePrinter
+    from symbp.jaxcode import JaxPrinter
     from symbp.loops import LoopPrinter
     from symbp.program import lower
 
@@ -110,16 +111,18 @@ def test_an_operation_a_backend_cannot_print_is_an_error_naming_both():
         """An operation no backend knows yet."""
 
     program = lower(symbp.derive("2-2-1"))
-    for printer, backend in ((InPlacePrinter(program), "numpy"), (LoopPrinter(program), "numba")):
+    for printer, backend in ((InPlacePrinter(program), "numpy"), (LoopPrinter(program), "numba"),
+                             (JaxPrinter(program), "jax")):
         with pytest.raises(UnsupportedOperation, match=rf"{backend}.*Convolve"):
             printer.operation(Convolve())
 
 
 def test_every_operation_of_the_closed_set_has_a_printer_in_every_backend():
     from symbp.inplace import InPlacePrinter
+    from symbp.jaxcode import JaxPrinter
     from symbp.loops import LoopPrinter
     from symbp.program import OPERATIONS
 
-    for printer in (InPlacePrinter, LoopPrinter):
+    for printer in (InPlacePrinter, LoopPrinter, JaxPrinter):
         missing = [op.__name__ for op in OPERATIONS if not hasattr(printer, f"_print_{op.__name__}")]
         assert missing == [], (printer.__name__, missing)

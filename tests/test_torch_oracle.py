@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from networks import ELEMENTWISE, random_network
+from networks import ELEMENTWISE, random_network, targets
 
 import symbp
 from symbp.train import module_for
@@ -53,15 +53,6 @@ def torch_loss(params, X, Y, activations, loss, reduction):
     else:
         total = -torch.sum(y * torch.log(a))
     return total / X.shape[1] if reduction == "mean" else total
-
-
-def targets(rng, loss, rows, samples):
-    if loss == "half_se":
-        return rng.standard_normal((rows, samples))
-    if loss == "bce":
-        return rng.uniform(0.05, 0.95, (rows, samples))
-    weights = rng.uniform(0.05, 1.0, (rows, samples))  # class probabilities: each column sums to 1
-    return weights / weights.sum(axis=0, keepdims=True)
 
 
 def check_against_torch(layers, activation, loss, reduction, seed):

@@ -1,0 +1,130 @@
+"""The JAX backend: the lowered program printed in jax.numpy, as pure functions JAX compiles.
+
+JAX arrays cannot be written into, so each operation becomes an assignment of a new value to
+its buffer's name (``z1 = jnp.dot(W1, X)``, then ``z1 = z1 + b1``), and the optimizer's
+updates rebind the parameters and the state instead of changing them in place. The gradients
+are symbp's derived formulas, one step under each formula, not ``jax.grad``; XLA fuses the
+lines of a step when it compiles them.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
+
+from .algebra import STATE, TARGET, Entry
+from .codegen import LINE_LENGTH, NumpyCodePrinter, OperationPrinter, fits, short_assignments, unpack
+from .program import (
+    AddBias,
+    Apply,
+    Buffer,
+    ColumnSoftmax,
+    Descend,
+    Gemm,
+    Program,
+    SampleTotal,
+    UnitTotal,
+)
+
+INDENT = 4  # every step is printed in a function body
+
+
+class JaxCodePrinter(NumpyCodePrinter):
+    """The NumPy dialect with ``jnp.`` for ``np.``: jax.numpy mirrors NumPy's functions."""
+
+    def _module_format(self, fqn: str, register: bool = True) -> str:
+        return "jnp." + fqn[len("numpy."):] if fqn.startswith("numpy.") else super()._module_format(fqn, register)
+
+
+JAX_CODE = JaxCodePrinter()
+
+
+class JaxPrinter(OperationPrinter):
+    """Prints each operation of a program as assignments of jax.numpy expressions."""
+
+    backend = "jax"
+
+    def __init__(self, program: Program) -> None:
+        super().__init__()
+        self.program = program
+        self.code = JAX_CODE
+
+    def name(self, buffer: Buffer) -> str:
+        return self.code.names.get(buffer.name, "Y" if buffer.role == TARGET else buffer.name)
+
+    def assign(self, target: Buffer, expr: sp.Expr) -> list[str]:
+        """``target = expr``, split into short lines (shared subexpressions first) when too long."""
+        return [f"{name} = {code}" for name, code in short_assignments(self.name(target), expr, INDENT, self.code)]
+
+    def _print_Gemm(self, op: Gemm) -> list[str]:
+        """out = left · right; a transposed operand is named in einsum's subscripts (Wᵀδ is
+        ``"ji,jk->ik"``), which XLA contracts in place, where ``W.T`` costs a copy per step."""
+        out, left, right = self.name(op.out), self.name(op.left), self.name(op.right)
+        if not (op.left_transposed or op.right_transposed):
+            return [f"{out} = jnp.dot({left}, {right})"]
+        subscripts = f"{'ji' if op.left_transposed else 'ij'},{'kj' if op.right_transposed else 'jk'}->ik"
+        return [f'{out} = jnp.einsum("{subscripts}", {left}, {right})']
+
+    def _print_AddBias(self, op: AddBias) -> list[str]:
+        out = self.name(op.out)
+        return [f"{out} = {out} + {self.name(op.bias)}"]
+
+    def _print_Apply(self, op: Apply) -> list[str]:
+        lines = [line for scratch, value in op.shared for line in self.assign(scratch, value)]
+        itself = next((s for s in op.code.free_symbols if isinstance(s, Entry) and s.quantity.name == op.out.name), None)
+        if op.code == itself:  # out ⊙ 1 (an identity's derivative): nothing changes
+            return lines
+        if isinstance(op.code, sp.Add) and itself in op.code.args:  # out + (…), out − (…): as the update reads
+            out, rest = self.name(op.out), op.code - itself
+            sign, term = ("-", -rest) if rest.could_extract_minus_sign() else ("+", rest)
+            line = f"{out} = {out} {sign} {self.code._operand(term, PRECEDENCE['Add'] + 1)}"
+            if fits("", line[len(out) + 3:], INDENT + len(out)):
+                return [*lines, line]
+        return lines + self.assign(op.out, op.code)
+
+    def _print_SampleTotal(self, op: SampleTotal) -> list[str]:
+        return [f"{self.name(op.out)} = {self.name(op.source)}.sum(axis=1, keepdims=True)"]
+
+    def _print_UnitTotal(self, op: UnitTotal) -> list[str]:
+        return [f"{self.name(op.out)} = {self.name(op.source)}.sum(axis=0, keepdims=True)"]
+
+    def _print_ColumnSoftmax(self, op: ColumnSoftmax) -> list[str]:
+        out, z = self.name(op.out), self.name(op.source)
+        return [f"{out} = jnp.exp({z} - {z}.max(axis=0, keepdims=True))",
+                f"{out} = {out} / {out}.sum(axis=0, keepdims=True)"]
+
+    def _print_Descend(self, op: Descend) -> list[str]:
+        param = self.name(op.param)
+        return [f"{param} = {param} - {self.code.doprint(op.rate)} * {self.name(op.gradient)}"]
+
+
+def pack(names: list[str], target: str, indent: int = INDENT) -> str:
+    """``target = (a, b)`` as ruff formats it: on one line, or one name per line when too long."""
+    pad = " " * indent
+    line = f"{pad}{target} = ({', '.join(names)}{',' if len(names) == 1 else ''})"
+    if len(line) <= LINE_LENGTH:
+        return line
+    return f"{pad}{target} = (\n" + "".join(f"{pad}    {name},\n" for name in names) + f"{pad})"
+
+
+def jax_context(program: Program) -> dict:
+    """The JAX module's functions, printed from the program: forward, backward with the
+    gradients, and the optimizer's update, each a list of lines headed by their formulas."""
+    printer = JaxPrinter(program)
+    d = program.derivation
+    state = [b.name for b in program.buffers.values() if b.role == STATE]
+    params = [p.name for p in program.params]
+    grads = [d.gradient_of(p).name for p in d.params]
+    return {
+        "forward_steps": [line for s in program.forward for line in printer.step(s)],
+        "backward_steps": [line for s in (*program.backward, *program.gradients) for line in printer.step(s)],
+        "update_steps": [line for s in program.updates for line in printer.step(s)],
+        "param_names": params,
+        "grad_names": grads,
+        "state_names": state,
+        "unpack_weights": unpack(params, "weights"),
+        "unpack_grads": unpack(grads, "grads"),
+        "unpack_state": unpack(state, "state") if state else "",
+        "pack_weights": pack(params, "weights"),
+        "pack_state": pack(state, "state"),
+    }
