@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -35,7 +36,11 @@ def within(function: Callable[..., T], *args: object, seconds: float | None = No
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=_run, args=(function, args, sender), daemon=True)
-    child.start()
+    with warnings.catch_warnings():
+        # The child runs SymPy only: a library that warns about forking its threads (JAX, once
+        # loaded) has none of its work in the child.
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        child.start()
     sender.close()
     try:
         if not receiver.poll(limit):
