@@ -379,15 +379,15 @@ def _step(
     # ∂L/∂W⁽³⁾ = δ⁽³⁾ (a⁽²⁾)ᵀ
     np.dot(delta3, a2.T, out=dW3)
     # ∂L/∂b⁽³⁾ = Σ δ⁽³⁾
-    delta3.sum(axis=1, keepdims=True, out=db3)
+    np.dot(delta3, np.ones((delta3.shape[1], 1), delta3.dtype), out=db3)
     # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
     np.dot(delta2, a1.T, out=dW2)
     # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
-    delta2.sum(axis=1, keepdims=True, out=db2)
+    np.dot(delta2, np.ones((delta2.shape[1], 1), delta2.dtype), out=db2)
     # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
     np.dot(delta1, X.T, out=dW1)
     # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
-    delta1.sum(axis=1, keepdims=True, out=db1)
+    np.dot(delta1, np.ones((delta1.shape[1], 1), delta1.dtype), out=db1)
     # W⁽³⁾ ← W⁽³⁾ − α ∂L/∂W⁽³⁾
     dW3 *= learning_rate
     W3 -= dW3

@@ -319,11 +319,11 @@ def _step(
     # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
     np.dot(delta2, a1.T, out=dW2)
     # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
-    delta2.sum(axis=1, keepdims=True, out=db2)
+    np.dot(delta2, np.ones((delta2.shape[1], 1), delta2.dtype), out=db2)
     # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
     np.dot(delta1, X.T, out=dW1)
     # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
-    delta1.sum(axis=1, keepdims=True, out=db1)
+    np.dot(delta1, np.ones((delta1.shape[1], 1), delta1.dtype), out=db1)
     # W⁽²⁾ ← W⁽²⁾ − α ∂L/∂W⁽²⁾
     dW2 *= learning_rate
     W2 -= dW2

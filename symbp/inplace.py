@@ -91,7 +91,10 @@ class InPlacePrinter(OperationPrinter):
         return lines + [f"np.copyto({op.out.name}, {scratch})"]
 
     def _print_SampleTotal(self, op: SampleTotal) -> list[str]:
-        return [f"{op.source.name}.sum(axis=1, keepdims=True, out={op.out.name})"]
+        # A product with a column of ones: on short rows (small batches) BLAS sums about 4
+        # times faster than .sum(axis=1), and as fast on long ones.
+        source = op.source.name
+        return [f"np.dot({source}, np.ones(({source}.shape[1], 1), {source}.dtype), out={op.out.name})"]
 
     def _print_UnitTotal(self, op: UnitTotal) -> list[str]:
         return [f"{op.source.name}.sum(axis=0, keepdims=True, out={op.out.name})"]
