@@ -1,6 +1,7 @@
 """Training speed as a multiple of this machine's bound: the least time an epoch's arithmetic can take here.
 
     python bench/bound.py [--repeats 7] [--output bench/bound.md]
+    python bench/bound.py --grid [--repeats 3]      # widths × depths × batches, into bench/grid.md
 
 Workload: digits 64-128-10, tanh then softmax, cross-entropy averaged, on the training split of
 ``symbp.datasets`` (1,347 samples), full batch (200 epochs) and batches of 32 (10 epochs,
@@ -169,11 +170,92 @@ def implementations(notes: list[str]) -> dict[str, Callable]:
     return found
 
 
+class DeepHandwritten:
+    """The hand-written class's steps for any depth: tanh hidden layers, a softmax output."""
+
+    def __init__(self, params: Params, depth: int):
+        self.p = {k: v.copy() for k, v in params.items()}
+        self.depth = depth
+
+    def step(self, X, Y):
+        a = [X]
+        for layer in range(1, self.depth + 1):
+            z = np.dot(self.p[f"W{layer}"], a[-1]) + self.p[f"b{layer}"]
+            if layer < self.depth:
+                a.append(np.tanh(z))
+            else:
+                e = np.exp(z - np.max(z, axis=0, keepdims=True))
+                a.append(e / np.sum(e, axis=0, keepdims=True))
+        delta = (a[-1] - Y) / X.shape[1]
+        for layer in range(self.depth, 0, -1):
+            below = np.dot(self.p[f"W{layer}"].T, delta) * (1 - a[layer - 1] ** 2) if layer > 1 else None
+            self.p[f"W{layer}"] -= RATE * np.dot(delta, a[layer - 1].T)
+            self.p[f"b{layer}"] -= RATE * np.sum(delta, axis=1, keepdims=True)
+            delta = below
+
+
+def grid_runs(modules: dict, X, Y, init: Params, depth: int, batch: int, epochs: int) -> dict[str, Callable]:
+    """One grid cell's runs: each backend's ``train``, and the hand-written steps, on the same batches."""
+
+    def backend(module) -> Callable[[], None]:
+        def run() -> None:
+            params = {k: v.copy() for k, v in init.items()}
+            module.train(params, X, Y, epochs, RATE, log_every=None, batch_size=batch, rng=0)
+
+        return run
+
+    def handwritten() -> None:
+        net = DeepHandwritten(init, depth)
+        for order in orders(X.shape[1], epochs):
+            shuffled_X, shuffled_Y = X[:, order], Y[:, order]
+            for start in range(0, X.shape[1], batch):
+                net.step(shuffled_X[:, start:start + batch], shuffled_Y[:, start:start + batch])
+
+    return {"numpy": backend(modules["numpy"]), "numba": backend(modules["numba"]), "hand": handwritten}
+
+
+def grid(repeats: int) -> list[str]:
+    """Width × depth × batch: one epoch over 2,048 random samples, each backend's time over the NumPy backend's."""
+    rng = np.random.default_rng(0)
+    samples, outputs = 2048, 10
+    lines = ["| width | depth | batch | hand-written ÷ NumPy backend | numba ÷ NumPy backend |", "|---:|---:|---:|---:|---:|"]
+    for depth in (2, 4):
+        for width in (2, 16, 64, 256, 1024):
+            layers = "-".join([str(width)] * depth + [str(outputs)])
+            names = ",".join(["tanh"] * (depth - 1) + ["softmax"])
+            modules = {backend: module_for(generate(layers, names, "cross_entropy", "mean", backend=backend))
+                       for backend in ("numpy", "numba")}
+            X = rng.standard_normal((width, samples))
+            Y = np.eye(outputs)[rng.integers(0, outputs, samples)].T
+            init = modules["numpy"].init_params(0, "fan_in")
+            for batch in (4, 32, 256, 2048):
+                epochs = max(3, min(20, 256 // width))  # long enough to time, and to amortize making the work arrays
+                runs = grid_runs(modules, X, Y, init, depth, batch, epochs)
+                runs["numba"]()  # compile
+                times = {name: [] for name in runs}
+                for _ in range(repeats):
+                    for name, run in runs.items():
+                        times[name].append(cpu_seconds(run))
+                base = statistics.median(times["numpy"])
+                lines.append(f"| {width} | {depth} | {batch} | {statistics.median(times['hand']) / base:.2f} | "
+                             f"{statistics.median(times['numba']) / base:.2f} |")
+                print(lines[-1], flush=True)
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "bound.md")
+    parser.add_argument("--grid", action="store_true",
+                        help="instead: the width × depth × batch grid, each backend against the NumPy backend")
     args = parser.parse_args()
+    if args.grid:
+        lines = grid(args.repeats)
+        path = args.output.with_name("grid.md") if args.output.name == "bound.md" else args.output
+        path.write_text(f"`python bench/bound.py --grid --repeats {args.repeats}`\n\n" + "\n".join(lines) + "\n",
+                        encoding="utf-8")
+        return 0
     data = load("digits")
     X, Y = data.X_train, data.Y_train
     np.random.seed(0)  # the hand-written class draws its weights as the tutorial does
