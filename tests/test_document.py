@@ -205,3 +205,18 @@ def test_the_worked_example_is_for_small_networks_and_documents():
     ok = run("derive", "--layers", "3-4-3", "--activation", "tanh,softmax", "--loss", "cross_entropy",
              "--format", "tex", "--example", "--seed", "5")
     assert ok.returncode == 0 and r"\begin{matrix}" in ok.stdout and "init\\_params(5)" in ok.stdout
+
+
+# \left( … \right) around one symbol, superscripted or subscripted or not: σ \left(z\right), \left(W^{(2)}\right)^{T}
+_NEEDLESS = re.compile(r"\\left\(\s*\\?[A-Za-z]+(?:\^\{[^{}]*\}|_\{[^{}]*\}|\^\{\([^{}]*\)\})*\s*\\right\)")
+
+
+@pytest.mark.parametrize("network", [("2-2-1", "sigmoid", "half_se", "sum"),
+                                     ("64-32-16-10", "relu,tanh,softmax", "cross_entropy", "mean"),
+                                     ("3-4-2", "z/(1+exp(-z)),sigmoid", "bce", "sum"), DEEP])
+def test_no_sized_brackets_around_a_single_symbol(network):
+    d = derive(*network)
+    for text in (d.latex(), render_markdown(d), render_tex(d)):
+        found = _NEEDLESS.findall(text)
+        assert found == [], found[:5]
+    assert _NEEDLESS.search(r"\sigma\left(z\right) \left(W^{(2)}\right)^{T}")  # the pattern finds what it should
