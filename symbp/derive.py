@@ -177,7 +177,7 @@ def derive_spec(spec: NetworkSpec) -> Derivation:
     d = Derivation(spec, activations, get_loss(spec.loss), ops, layers, X, Y)
     d.params = tuple(param for op in ops for param in op.params)
     d.activation_equations = tuple(_activation_equations(f) for f in dict.fromkeys(activations) if f.elementwise)
-    d.forward = tuple(Equation(op.output, op.forward()) for op in ops[:-1])
+    d.forward = tuple(e for op in ops[:-1] for e in op.forward_equations())
     if spec.l2:
         weights = tuple(layer.W for layer in layers)
         d.penalty = PenaltyOp(value("P", "", 1, "P"), (), weights, "weight penalty")

@@ -81,6 +81,8 @@ class BackpropLatexPrinter(LatexPrinter):
         base = super()._print_Symbol(sp.Symbol(expr.base)) if len(expr.base) > 1 else expr.base
         if expr.kind in (STATE, SCRATCH) and expr.of is not None:  # an optimizer's array for θ: v_θ
             return f"{base}_{{{self._print(expr.of)}}}"
+        if "^" in base and expr.layer:  # σ², braced before its layer: {σ^{2}}^{(1)}
+            base = f"{{{base}}}"
         return f"{base}^{{({expr.layer})}}" if expr.layer else base
 
     def _print_Symbol(self, expr: sp.Symbol, style: str = "plain") -> str:

@@ -31,6 +31,7 @@ from .activations import z as act_z
 from .algebra import (
     GRADIENT,
     PARAM,
+    SCRATCH,
     TARGET,
     VALUE,
     Elementwise,
@@ -235,6 +236,10 @@ class Op:
     def forward(self) -> sp.Basic:
         """The output as a matrix formula, recognised from the index form."""
         return lift(self.entry(i), i, self.output.rows)
+
+    def forward_equations(self) -> tuple[Equation, ...]:
+        """The forward pass's equations for this op: its output alone, unless it names steps on the way."""
+        return (Equation(self.output, self.forward()),)
 
     # -- backward -------------------------------------------------------------------------
     def indices(self, wrt: Quantity) -> tuple[sp.Symbol, ...]:
@@ -514,6 +519,159 @@ class PenaltyOp(Op):
         return out
 
 
+EPSILON = sp.Symbol("varepsilon", positive=True)  # ε of batch normalization, 1e-5 as torch's
+EPSILON_VALUE = "1e-05"
+s, t, r = sp.symbols("s t r", integer=True, positive=True)  # samples of the batch
+
+
+def statistic(base: str, layer: int | str, rows: int | sp.Expr, name: str) -> Quantity:
+    """One number per unit worked out over the batch (μ⁽ˡ⁾, σ²⁽ˡ⁾, a sum over the samples): no column per sample."""
+    return Quantity(name, rows, 1, SCRATCH, base, layer)
+
+
+def _entries(expr: sp.Expr) -> sp.Expr:
+    """Indexed entries read elementwise: zⱼₜ is the array z, γⱼ the column γ."""
+    return expr.xreplace({x: entry(x.base.label) for x in expr.atoms(sp.Indexed)})
+
+
+@dataclass(frozen=True)
+class BatchNorm(Op):
+    """Batch normalization: uᵢₛ = γᵢ (zᵢₛ − μᵢ)/√(σ²ᵢ + ε) + βᵢ, with μᵢ = Σᵣ zᵢᵣ/m and
+    σ²ᵢ = Σᵣ (zᵢᵣ − μᵢ)²/m over the m samples of the batch.
+
+    Its index form is over the batch, unit i of sample s, because every sample's output reads
+    every sample's input. The backward map is SymPy's ∂L/∂zⱼₜ = Σᵢ Σₛ gᵢₛ ∂uᵢₛ/∂zⱼₜ; the sums
+    over samples it leaves are named as the definitions say (Σᵣ zⱼᵣ = m μⱼ, Σᵣ (zⱼᵣ − μⱼ)² =
+    m σ²ⱼ, zⱼₛ − μⱼ = x̂ⱼₛ √(σ²ⱼ + ε)), and what remains is read as the matrix form.
+    """
+
+    epsilon: sp.Expr = EPSILON
+
+    @property
+    def mean(self) -> Quantity:
+        return statistic("mu", self.output.layer, self.output.rows, f"mu{self.output.layer}")
+
+    @property
+    def variance(self) -> Quantity:
+        return statistic("sigma^2", self.output.layer, self.output.rows, f"var{self.output.layer}")
+
+    @property
+    def normalized(self) -> Quantity:
+        return value("xhat", self.output.layer, self.output.rows)
+
+    def sums(self) -> tuple[Quantity, Quantity]:
+        """Σₛ gₛ and Σₛ gₛ x̂ₛ per unit, which the backward map reads."""
+        layer, rows = self.output.layer, self.output.rows
+        return (statistic("s", f"{layer},1", rows, f"s{layer}_1"), statistic("s", f"{layer},2", rows, f"s{layer}_2"))
+
+    def batch_mean(self, unit: sp.Expr) -> sp.Expr:
+        return sp.Sum(self.at(self.inputs[0], unit, r), (r, 1, m)) / m
+
+    def batch_variance(self, unit: sp.Expr) -> sp.Expr:
+        return sp.Sum((self.at(self.inputs[0], unit, r) - self.batch_mean(unit)) ** 2, (r, 1, m)) / m
+
+    def entry(self, index: sp.Symbol, sample: sp.Symbol = s) -> sp.Expr:
+        (z,), (gamma, beta) = self.inputs, self.params
+        centred = self.at(z, index, sample) - self.batch_mean(index)
+        return self.at(gamma, index) * centred / sp.sqrt(self.batch_variance(index) + self.epsilon) + self.at(beta, index)
+
+    def forward_equations(self) -> tuple[Equation, ...]:
+        """μ, σ² over the batch, x̂ = (z − μ)/√(σ² + ε), then u = γ ⊙ x̂ + β."""
+        (z,), (gamma, beta) = self.inputs, self.params
+        mu, var, xhat = self.mean, self.variance, self.normalized
+        rows = z.rows
+        return (
+            Equation(mu, sp.MatMul(1 / m, SampleSum(z))),
+            Equation(var, sp.MatMul(1 / m, SampleSum(Elementwise((entry(z) - entry(mu)) ** 2, rows)))),
+            Equation(xhat, Elementwise((entry(z) - entry(mu)) / sp.sqrt(entry(var) + self.epsilon), rows)),
+            Equation(self.output, Elementwise(entry(gamma) * entry(xhat) + entry(beta), rows)),
+        )
+
+    def forward(self) -> sp.Basic:
+        return self.forward_equations()[-1].rhs
+
+    def _named(self, upstream: Quantity) -> dict:
+        """The definitions the sums over the batch are named by."""
+        z = self.inputs[0]
+        s1, s2 = self.sums()
+        return {"mu": entry(self.mean), "var": entry(self.variance), "s1": entry(s1), "s2": entry(s2),
+                "g": upstream, "z": z}
+
+    def _total(self, f: sp.Expr, limits: tuple, unit: sp.Symbol, upstream: Quantity) -> sp.Expr:
+        """Σ over the samples, done term by term with the definitions of μ, σ², Σg and Σg x̂."""
+        k, low, high = limits
+        z, xhat = self.inputs[0], self.normalized
+        mu, var = entry(self.mean), entry(self.variance)
+        s1, s2 = (entry(q) for q in self.sums())
+        if f == (self.at(z, unit, k) - mu) ** 2:
+            return m * var
+        known = {sp.Integer(1): m, self.at(z, unit, k): m * mu, self.at(upstream, unit, k): s1,
+                 self.at(upstream, unit, k) * self.at(xhat, unit, k): s2}
+        out = sp.Integer(0)
+        for term in sp.Add.make_args(sp.expand(f)):
+            coefficient, part = term.as_independent(k, as_Add=False)
+            if part in known:
+                out += coefficient * known[part]
+            elif part.has(sp.KroneckerDelta):
+                out += coefficient * drop_range_guards(sp.Sum(part, (k, low, high)).doit())
+            else:
+                raise NotImplementedError(f"no named sum for {part}")
+        return out
+
+    def _over_batch(self, f: sp.Expr, unit: sp.Symbol, upstream: Quantity) -> sp.Expr:
+        return f.replace(sp.Sum, lambda body, limits: self._total(body, limits, unit, upstream))
+
+    def _normalized(self, expr: sp.Expr, unit: sp.Symbol, samples: tuple[sp.Symbol, ...]) -> sp.Expr:
+        """zⱼₛ = μⱼ + √(σ²ⱼ + ε) x̂ⱼₛ, the definition of x̂ read backwards."""
+        z, xhat = self.inputs[0], self.normalized
+        spread = sp.sqrt(entry(self.variance) + self.epsilon)
+        return expr.xreplace({self.at(z, unit, k): entry(self.mean) + spread * self.at(xhat, unit, k) for k in samples})
+
+    def derivative(self, wrt: Quantity) -> sp.Expr:
+        """∂uᵢₛ/∂x by ``sympy.diff`` of the index form (x = zⱼₜ, γⱼ or βⱼ), with i = j: units do not couple."""
+        point = self.at(wrt, j, t) if wrt == self.inputs[0] else self.at(wrt, j)
+        derivative = sp.diff(self.entry(i, s), point)
+        if sp.simplify(derivative.subs(sp.KroneckerDelta(i, j), 0).doit()) != 0:
+            raise NotImplementedError("batch normalization couples units")
+        return derivative.subs(sp.KroneckerDelta(i, j), 1).subs(i, j)
+
+    def backward(self, upstream: sp.Basic) -> dict[Quantity, Backward]:
+        """∂L/∂zⱼₜ = Σₛ gⱼₛ ∂uⱼₛ/∂zⱼₜ and ∂L/∂γⱼ, ∂L/∂βⱼ, derived over the batch (g = ∂L/∂u, stored)."""
+        if not isinstance(upstream, Quantity):
+            raise NotImplementedError("batch normalization reads a stored ∂L/∂u")
+        (z,), (gamma, beta) = self.inputs, self.params
+        xhat, (s1, s2) = self.normalized, self.sums()
+        sums = {entry(s1): SampleSum(upstream), entry(s2): SampleSum(sp.HadamardProduct(upstream, xhat))}
+        out = {}
+        for wrt in (z, gamma, beta):
+            partial = self._over_batch(self.derivative(wrt), j, upstream)
+            summand = self.at(upstream, j, s) * self._normalized(partial, j, (s, t))
+            total = sp.factor(self._total(summand, (s, 1, m), j, upstream))
+            if wrt == z:
+                steps = (sp.Sum(summand, (s, 1, m)), total)
+                before = tuple(Equation(q, sums[entry(q)]) for q in (s1, s2))
+                value_ = Elementwise(_entries(total), z.rows)
+                out[wrt] = Backward(value_, value_, before, steps)
+            elif total in sums:
+                out[wrt] = Backward(sums[total], sums[total])
+            else:
+                raise NotImplementedError(f"no matrix form for {total}")
+        return out
+
+    def factor(self, wrt: Quantity) -> Factor:
+        """∂uᵢₛ/∂zⱼₜ as SymPy finds it (with i = j): every sample t reaches every sample s."""
+        derivative = self._over_batch(self.derivative(wrt), j, gradient(self.output))
+        index_form = Equation(Partial(self.at(self.output, j, s), self.at(wrt, j, t)), derivative)
+        return Factor(Partial(self.output, wrt), derivative, index_form)
+
+
+def batch_norm(x: Quantity, layer: int) -> BatchNorm:
+    """Batch normalization of layer ``layer``'s pre-activations, with γ⁽ˡ⁾ and β⁽ˡ⁾."""
+    return BatchNorm(value("u", layer, x.rows), (x,), (param("gamma", layer, x.rows, role="gamma"),
+                                                       param("beta", layer, x.rows, role="beta")),
+                     "batch normalization")
+
+
 # -- registry of ops a network may insert ------------------------------------------------------
 
 AFTER_AFFINE, AFTER_ACTIVATION = "after_affine", "after_activation"
@@ -555,3 +713,6 @@ def fan_in_start(role: str) -> str:
         if role in registration.init:
             return registration.init[role]
     return "zeros"
+
+
+register("batch_norm", batch_norm, AFTER_AFFINE, init={"gamma": "ones", "beta": "zeros"})

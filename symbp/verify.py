@@ -24,6 +24,7 @@ from .activations import ActivationBase
 from .algebra import Elementwise, SampleSum, Softmax, UnitSum
 from .budget import OverBudget, within
 from .derive import Derivation, m
+from .ops import EPSILON, EPSILON_VALUE
 
 MAX_PROOF_PARAMS = 200
 MAX_PROOF_DEPTH = 8  # the expanded loss nests one activation per layer
@@ -104,6 +105,7 @@ def explicit_environment(d: Derivation, samples: int) -> dict[str, sp.Matrix]:
     env[m.name] = sp.Integer(samples)
     if d.penalty is not None:
         env[d.penalty.strength.name] = sp.Rational(d.spec.l2)
+    env[EPSILON.name] = sp.Rational(EPSILON_VALUE)
     return env
 
 
@@ -123,6 +125,11 @@ def _(expr: sp.MatrixSymbol, env: dict) -> sp.Matrix:
 @evaluate.register
 def _(expr: sp.Symbol, env: dict) -> sp.Expr:
     return env[expr.name]
+
+
+@evaluate.register
+def _(expr: sp.Pow, env: dict) -> sp.Expr:
+    return expr.xreplace({s: env[s.name] for s in expr.free_symbols})  # 1/m before a sum over the samples
 
 
 @evaluate.register
