@@ -285,6 +285,8 @@ class _Lowering:
 
     def _MatMul(self, expr: sp.MatMul, out: Buffer) -> list:
         coeff, matrices = expr.as_coeff_matrices()
+        if coeff != 1 and len(matrices) == 1:  # c·(a matrix formula), such as a mean Σ z/m: the formula, then scaled
+            return [*self.into(matrices[0], out), self.apply(out, coeff * entry(_quantity(out)))]
         if coeff != 1 or len(matrices) != 2:
             raise LoweringError(f"no operation computes the product {expr}")
         operations: list = []

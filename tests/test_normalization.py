@@ -1,0 +1,153 @@
+"""Batch normalization: derived over the batch, proved against sympy.diff, generated, and checked
+against PyTorch's BatchNorm1d (training mode, float64) for gradients and running statistics."""
+
+import numpy as np
+import pytest
+from test_torch_oracle import targets, torch_activation
+
+import symbp
+from symbp.train import module_for
+
+BN_NETWORK = {"layers": "2-3-1", "activation": "tanh,sigmoid", "loss": "half_se", "ops": ["batch_norm:1"]}
+
+
+def test_the_derivation_shows_the_batch_norm_forward_map_and_its_compact_backward_map():
+    text = symbp.derive(**BN_NETWORK).latex()
+    assert r"\mu^{(1)} &= \frac{1}{m} \sum_{\text{samples}} z^{(1)}" in text
+    assert r"\hat{x}^{(1)} &= \frac{- \mu^{(1)} + z^{(1)}}{\sqrt{{\sigma^{2}}^{(1)} + \varepsilon}}" in text
+    # The form every course writes: γ/(m√(σ²+ε)) ⊙ (m ∂L/∂u − Σ∂L/∂u − x̂ ⊙ Σ(∂L/∂u ⊙ x̂)).
+    assert r"s^{(1,1)} &= \sum_{\text{samples}} \frac{\partial L}{\partial u^{(1)}}" in text
+    assert r"s^{(1,2)} &= \sum_{\text{samples}} \frac{\partial L}{\partial u^{(1)}} \odot \hat{x}^{(1)}" in text
+    assert (r"\delta^{(1)} &= \frac{\gamma^{(1)} \left(m \frac{\partial L}{\partial u^{(1)}} - s^{(1,1)} - "
+            r"s^{(1,2)} \hat{x}^{(1)}\right)}{m \sqrt{{\sigma^{2}}^{(1)} + \varepsilon}}") in text
+    assert (r"\frac{\partial L}{\partial \gamma^{(1)}} &= \sum_{\text{samples}} \frac{\partial L}{\partial u^{(1)}} "
+            r"\odot \hat{x}^{(1)}") in text
+    assert r"\frac{\partial L}{\partial \beta^{(1)}} &= \sum_{\text{samples}} \frac{\partial L}{\partial u^{(1)}}" in text
+
+
+def test_batch_norm_is_proved_over_a_batch_of_three_samples():
+    """Two normalized units, three samples: every sample's output depends on every sample's input."""
+    report = symbp.derive("1-2-1", "identity", "half_se", ops=["batch_norm:1"]).verify(samples=3)
+    assert report.ok, report.summary()
+    assert {check.param for check in report.checks} == {"W1", "b1", "gamma1", "beta1", "W2", "b2"}
+
+
+def test_a_wrong_batch_norm_backward_map_is_caught_by_the_proof():
+    d = symbp.derive("1-2-1", "identity", "half_se", ops=["batch_norm:1"])
+    index = next(k for k, e in enumerate(d.backward) if e.lhs.name == "s1_2")  # Σ ∂L/∂u ⊙ x̂, used by δ⁽¹⁾
+    wrong = d.backward[index]
+    d.backward = (*d.backward[:index], type(wrong)(wrong.lhs, 2 * wrong.rhs), *d.backward[index + 1:])
+    report = d.verify(samples=2)
+    assert {check.param for check in report.checks if not check.ok} == {"W1"}
+
+
+torch = pytest.importorskip("torch", reason="PyTorch is the test-only oracle; CI installs torch==2.13.0")
+
+# Random networks that normalize every hidden layer, with every activation among them.
+CASES = [
+    ("3-4-3-3-2", "tanh,relu,identity,softmax", "cross_entropy", "sum"),
+    ("2-5-4-1", "leaky_relu(0.2),softplus,sigmoid", "bce", "mean"),
+]
+
+
+def torch_network(params, activations, normalized):
+    """The same network in PyTorch, samples in rows as torch's BatchNorm1d takes them (training mode)."""
+    layers = {}
+    for index in normalized:
+        norm = torch.nn.BatchNorm1d(params[f"gamma{index}"].shape[0], dtype=torch.float64)
+        with torch.no_grad():
+            norm.weight.copy_(torch.tensor(params[f"gamma{index}"][:, 0]))
+            norm.bias.copy_(torch.tensor(params[f"beta{index}"][:, 0]))
+        layers[index] = norm
+    weights = {name: torch.tensor(params[name], requires_grad=True) for name in params if name[0] in "Wb" and name[1:].isdigit()}
+
+    def forward(X):
+        a = torch.tensor(X).T
+        for index, name in enumerate(activations, start=1):
+            z = a @ weights[f"W{index}"].T + weights[f"b{index}"][:, 0]
+            if index in layers:
+                z = layers[index](z)
+            a = torch.softmax(z, dim=1) if name == "softmax" else torch_activation(name)(z)
+        return a.T
+
+    return forward, weights, layers
+
+
+def torch_loss(a, Y, loss, reduction):
+    y = torch.tensor(Y)
+    if loss == "half_se":
+        total = 0.5 * torch.sum((a - y) ** 2)
+    elif loss == "bce":
+        total = -torch.sum(y * torch.log(a) + (1 - y) * torch.log(1 - a))
+    else:
+        total = -torch.sum(y * torch.log(a))
+    return total / Y.shape[1] if reduction == "mean" else total
+
+
+def torch_gradients(forward, weights, norms, X, Y, loss, reduction):
+    for tensor in (*weights.values(), *(p for n in norms.values() for p in n.parameters())):
+        tensor.grad = None
+    total = torch_loss(forward(X), Y, loss, reduction)
+    total.backward()
+    grads = {name: tensor.grad.numpy() for name, tensor in weights.items()}
+    for index, norm in norms.items():
+        grads[f"gamma{index}"] = norm.weight.grad.numpy()[:, None]
+        grads[f"beta{index}"] = norm.bias.grad.numpy()[:, None]
+    return total.item(), grads
+
+
+@pytest.mark.parametrize("layers, activation, loss, reduction", CASES)
+def test_batch_norm_gradients_and_running_statistics_equal_torch(layers, activation, loss, reduction):
+    depth = layers.count("-")
+    hidden = list(range(1, depth))
+    module = module_for(symbp.generate(layers, activation, loss, reduction,
+                                       ops=[f"batch_norm:{index}" for index in hidden]))
+    rng = np.random.default_rng(depth)
+    params = module.init_params(depth)
+    X = rng.standard_normal((module.LAYERS[0], 6))
+    Y = targets(rng, loss, module.LAYERS[-1], 6)
+    forward, weights, norms = torch_network(params, module.ACTIVATIONS, hidden)
+    expected_loss, expected = torch_gradients(forward, weights, norms, X, Y, loss, reduction)
+    assert module.loss(params, X, Y) == pytest.approx(expected_loss, rel=1e-10)
+    grads = module.gradients(params, X, Y)
+    assert set(grads) == set(expected)
+    # b⁽ˡ⁾ before a batch norm has gradient 0 exactly (the mean takes it away): both sides are rounding
+    # noise there, so the absolute tolerance is relative to the largest gradient of the network.
+    scale = max(np.abs(reference).max() for reference in expected.values())
+    for name, reference in expected.items():
+        np.testing.assert_allclose(grads[name], reference, rtol=1e-10, atol=1e-13 * scale, err_msg=name)
+    assert all(np.abs(grads[f"b{index}"]).max() < 1e-13 * scale for index in hidden)
+    # Ten steps of gradient descent on both: the same parameters and the same running statistics.
+    rate = 0.05
+    for norm in norms.values():
+        norm.reset_running_stats()  # the forward pass above counted as a step in torch
+    optimizer = torch.optim.SGD([*weights.values(), *(p for n in norms.values() for p in n.parameters())], lr=rate)
+    for _ in range(10):
+        module.train_step(params, X, Y, rate)
+        optimizer.zero_grad()
+        torch_loss(forward(X), Y, loss, reduction).backward()
+        optimizer.step()
+    for index, norm in norms.items():
+        np.testing.assert_allclose(params[f"running_mean{index}"][:, 0], norm.running_mean.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(params[f"running_var{index}"][:, 0], norm.running_var.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(params[f"gamma{index}"][:, 0], norm.weight.detach().numpy(), rtol=1e-10)
+    for name, tensor in weights.items():
+        np.testing.assert_allclose(params[name], tensor.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+    # Inference: the running statistics, as torch's eval mode.
+    for norm in norms.values():
+        norm.eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(module.forward(params, X), forward(X).numpy(), rtol=1e-10)
+    assert not np.allclose(module.forward(params, X), module.forward(params, X, training=True))
+
+
+def test_the_in_place_training_loop_equals_train_step_with_batch_norm():
+    module = module_for(symbp.generate(**BN_NETWORK))
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((2, 8)), rng.uniform(0, 1, (1, 8))
+    looped, stepped = module.init_params(1), module.init_params(1)
+    module.train(looped, X, Y, epochs=4, learning_rate=0.1)
+    for _ in range(4):
+        module.train_step(stepped, X, Y, 0.1)
+    for name in stepped:
+        np.testing.assert_allclose(looped[name], stepped[name], rtol=1e-12, atol=1e-14, err_msg=name)
