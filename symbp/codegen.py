@@ -31,12 +31,12 @@ from .algebra import (
     is_sum,
 )
 from .derive import Derivation, alpha, m
-from .ops import EPSILON_VALUE, BatchNorm, fan_in_start
+from .ops import EPSILON, EPSILON_VALUE, BatchNorm, fan_in_start
 from .optimizers import CODE_NAMES
 from .program import Program
 from .version import __version__
 
-_CODE_NAMES = {"y": "Y", "alpha": "learning_rate", "lambda": "L2", "varepsilon": "BN_EPS",
+_CODE_NAMES = {"y": "Y", "alpha": "learning_rate", "lambda": "L2", "varepsilon": "NORM_EPS",
                **{symbol.name: name for symbol, name in CODE_NAMES.items()}}
 
 
@@ -73,6 +73,8 @@ class NumpyCodePrinter(NumPyPrinter):
             return product
         if coeff.is_Pow and coeff.exp == -1:  # Σ z/m, not 1/m·Σ z
             return f"{product} / {self._operand(coeff.base, PRECEDENCE['Mul'] + 1)}"
+        if coeff.is_Rational and coeff.p == 1:  # Σ z/3
+            return f"{product} / {coeff.q}"
         return f"{self._operand(coeff, PRECEDENCE['Mul'])} * {product}"
 
     def _print_logaddexp(self, expr: sp.Function) -> str:
@@ -490,7 +492,7 @@ def module_context(program: Program) -> dict:
         "gradients_return": return_dict([(p.name, f"d{p.name}") for p in d.params]),
         "batch_norms_literal": _batch_norms_literal(d),
         "running": {b[key]: b[f"running_{key}"] for b in _batch_norms(d) for key in ("mean", "var")},
-        "bn_eps": EPSILON_VALUE,
+        "norm_eps": EPSILON_VALUE if any(EPSILON in s.equation.rhs.free_symbols for s in program.forward) else "",
     }
 
 

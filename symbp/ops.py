@@ -672,6 +672,133 @@ def batch_norm(x: Quantity, layer: int) -> BatchNorm:
                      "batch normalization")
 
 
+@dataclass(frozen=True)
+class LayerNorm(Op):
+    """Layer normalization: uᵢ = γᵢ (zᵢ − μ)/√(σ² + ε) + βᵢ, with μ = Σₖ zₖ/n and σ² = Σₖ (zₖ − μ)²/n
+    over the n units of each sample; no running statistics.
+
+    Every unit of a sample reads every other, as in softmax: the backward map is SymPy's
+    ∂L/∂zⱼ = Σᵢ gᵢ ∂uᵢ/∂zⱼ with the sums over the units named by their definitions (Σₖ zₖ = n μ,
+    Σₖ (zₖ − μ)² = n σ², zₖ − μ = x̂ₖ √(σ² + ε)), and what remains read as the matrix form.
+    """
+
+    epsilon: sp.Expr = EPSILON
+
+    @property
+    def units(self) -> sp.Symbol:
+        return sp.Symbol("n", integer=True, positive=True)
+
+    @property
+    def mean(self) -> Quantity:
+        return value("mu", self.output.layer, 1, f"mu{self.output.layer}")
+
+    @property
+    def variance(self) -> Quantity:
+        return value("sigma^2", self.output.layer, 1, f"var{self.output.layer}")
+
+    @property
+    def normalized(self) -> Quantity:
+        return value("xhat", self.output.layer, self.output.rows)
+
+    def sums(self) -> tuple[Quantity, Quantity]:
+        """Σᵢ gᵢγᵢ and Σᵢ gᵢγᵢx̂ᵢ per sample, which the backward map reads."""
+        layer = self.output.layer
+        return (value("s", f"{layer},1", 1, f"s{layer}_1"), value("s", f"{layer},2", 1, f"s{layer}_2"))
+
+    def unit_mean(self, units: sp.Expr) -> sp.Expr:
+        return sp.Sum(self.at(self.inputs[0], k), (k, 1, units)) / units
+
+    def unit_variance(self, units: sp.Expr) -> sp.Expr:
+        return sp.Sum((self.at(self.inputs[0], k) - self.unit_mean(units)) ** 2, (k, 1, units)) / units
+
+    def entry(self, index: sp.Symbol, units: sp.Expr | None = None) -> sp.Expr:
+        (z,), (gamma, beta) = self.inputs, self.params
+        units = self.output.rows if units is None else units
+        centred = self.at(z, index) - self.unit_mean(units)
+        return self.at(gamma, index) * centred / sp.sqrt(self.unit_variance(units) + self.epsilon) + self.at(beta, index)
+
+    def forward_equations(self) -> tuple[Equation, ...]:
+        """μ, σ² over the units of each sample, x̂ = (z − μ)/√(σ² + ε), then u = γ ⊙ x̂ + β."""
+        (z,), (gamma, beta) = self.inputs, self.params
+        mu, var, xhat = self.mean, self.variance, self.normalized
+        rows = z.rows
+        return (
+            Equation(mu, sp.MatMul(sp.Integer(1) / rows, UnitSum(z))),
+            Equation(var, sp.MatMul(sp.Integer(1) / rows, UnitSum(Elementwise((entry(z) - entry(mu)) ** 2, rows)))),
+            Equation(xhat, Elementwise((entry(z) - entry(mu)) / sp.sqrt(entry(var) + self.epsilon), rows)),
+            Equation(self.output, Elementwise(entry(gamma) * entry(xhat) + entry(beta), rows)),
+        )
+
+    def forward(self) -> sp.Basic:
+        return self.forward_equations()[-1].rhs
+
+    def _total(self, f: sp.Expr, limits: tuple, upstream: Quantity) -> sp.Expr:
+        """Σ over the units, term by term, with the definitions of μ, σ², Σgγ and Σgγx̂."""
+        index, low, high = limits
+        z, gamma, xhat = self.inputs[0], self.params[0], self.normalized
+        mu, var = entry(self.mean), entry(self.variance)
+        s1, s2 = (entry(q) for q in self.sums())
+        if f == (self.at(z, index) - mu) ** 2:
+            return self.units * var
+        g = self.at(upstream, index) * self.at(gamma, index)
+        known = {sp.Integer(1): self.units, self.at(z, index): self.units * mu, g: s1, g * self.at(xhat, index): s2}
+        out = sp.Integer(0)
+        for term in sp.Add.make_args(sp.expand(f)):
+            coefficient, part = term.as_independent(index, as_Add=False)
+            if part in known:
+                out += coefficient * known[part]
+            elif part.has(sp.KroneckerDelta):
+                out += coefficient * drop_range_guards(sp.Sum(part, (index, low, high)).doit())
+            else:
+                raise NotImplementedError(f"no named sum for {part}")
+        return out
+
+    def _named(self, expr: sp.Expr, upstream: Quantity) -> sp.Expr:
+        """Sums over the units named, then zₖ = μ + √(σ² + ε) x̂ₖ, the definition of x̂ read backwards."""
+        expr = expr.replace(sp.Sum, lambda body, limits: self._total(body, limits, upstream))
+        z, xhat = self.inputs[0], self.normalized
+        spread = sp.sqrt(entry(self.variance) + self.epsilon)
+        return expr.xreplace({self.at(z, x): entry(self.mean) + spread * self.at(xhat, x) for x in (i, j)})
+
+    def derivative(self, wrt: Quantity) -> sp.Expr:
+        """∂uᵢ/∂x by ``sympy.diff`` of the index form, x = zⱼ, γⱼ or βⱼ."""
+        return sp.diff(self.entry(i, self.units), self.at(wrt, j))
+
+    def backward(self, upstream: sp.Basic) -> dict[Quantity, Backward]:
+        """∂L/∂zⱼ = Σᵢ gᵢ ∂uᵢ/∂zⱼ, and ∂L/∂γ, ∂L/∂β summed over the samples (g = ∂L/∂u, stored)."""
+        if not isinstance(upstream, Quantity):
+            raise NotImplementedError("layer normalization reads a stored ∂L/∂u")
+        (z,), (gamma, beta) = self.inputs, self.params
+        xhat, (s1, s2) = self.normalized, self.sums()
+        g = sp.HadamardProduct(upstream, gamma)
+        sums = {s1: UnitSum(g), s2: UnitSum(sp.HadamardProduct(upstream, gamma, xhat))}
+        out = {}
+        for wrt in (z, gamma, beta):
+            summand = self.at(upstream, i) * self._named(self.derivative(wrt), upstream)
+            total = sp.factor(self._total(summand, (i, 1, self.units), upstream)).subs(self.units, z.rows)
+            if wrt == z:
+                before = tuple(Equation(q, sums[q]) for q in (s1, s2))
+                value_ = Elementwise(_entries(total), z.rows)
+                out[wrt] = Backward(value_, value_, before, (sp.Sum(summand, (i, 1, self.units)), total))
+            else:
+                per_sample = lift(total, j, z.rows)
+                out[wrt] = Backward(SampleSum(per_sample), SampleSum(per_sample))
+        return out
+
+    def factor(self, wrt: Quantity) -> Factor:
+        """∂uᵢ/∂zⱼ as SymPy finds it: every unit of a sample reaches every other."""
+        derivative = self._named(self.derivative(wrt), gradient(self.output))
+        index_form = Equation(Partial(self.at(self.output, i), self.at(wrt, j)), derivative)
+        return Factor(Partial(self.output, wrt), derivative, index_form)
+
+
+def layer_norm(x: Quantity, layer: int) -> LayerNorm:
+    """Layer normalization of layer ``layer``'s pre-activations, with γ⁽ˡ⁾ and β⁽ˡ⁾."""
+    return LayerNorm(value("u", layer, x.rows), (x,), (param("gamma", layer, x.rows, role="gamma"),
+                                                       param("beta", layer, x.rows, role="beta")),
+                     "layer normalization")
+
+
 # -- registry of ops a network may insert ------------------------------------------------------
 
 AFTER_AFFINE, AFTER_ACTIVATION = "after_affine", "after_activation"
@@ -716,3 +843,4 @@ def fan_in_start(role: str) -> str:
 
 
 register("batch_norm", batch_norm, AFTER_AFFINE, init={"gamma": "ones", "beta": "zeros"})
+register("layer_norm", layer_norm, AFTER_AFFINE, init={"gamma": "ones", "beta": "zeros"})

@@ -41,6 +41,19 @@ def test_a_wrong_batch_norm_backward_map_is_caught_by_the_proof():
     assert {check.param for check in report.checks if not check.ok} == {"W1"}
 
 
+def test_layer_norm_derivation_and_proof_over_the_units_of_a_sample():
+    d = symbp.derive("1-3-1", "identity", "half_se", ops=["layer_norm:1"])
+    text = d.latex()
+    assert r"\mu^{(1)} &= \frac{1}{3} \sum_{\text{units}} z^{(1)}" in text
+    assert (r"s^{(1,2)} &= \sum_{\text{units}} \frac{\partial L}{\partial u^{(1)}} \odot \gamma^{(1)} "
+            r"\odot \hat{x}^{(1)}") in text
+    assert (r"\delta^{(1)} &= \frac{1}{3} \frac{3 \frac{\partial L}{\partial u^{(1)}} \gamma^{(1)} - s^{(1,1)} - "
+            r"s^{(1,2)} \hat{x}^{(1)}}{\sqrt{{\sigma^{2}}^{(1)} + \varepsilon}}") in text
+    report = d.verify()
+    assert report.ok, report.summary()
+    assert {check.param for check in report.checks} == {"W1", "b1", "gamma1", "beta1", "W2", "b2"}
+
+
 torch = pytest.importorskip("torch", reason="PyTorch is the test-only oracle; CI installs torch==2.13.0")
 
 # Random networks that normalize every hidden layer, with every activation among them.
@@ -50,11 +63,12 @@ CASES = [
 ]
 
 
-def torch_network(params, activations, normalized):
-    """The same network in PyTorch, samples in rows as torch's BatchNorm1d takes them (training mode)."""
+def torch_network(params, activations, normalized, kind="batch_norm"):
+    """The same network in PyTorch, samples in rows as torch's BatchNorm1d and LayerNorm take them."""
     layers = {}
     for index in normalized:
-        norm = torch.nn.BatchNorm1d(params[f"gamma{index}"].shape[0], dtype=torch.float64)
+        make = torch.nn.BatchNorm1d if kind == "batch_norm" else torch.nn.LayerNorm
+        norm = make(params[f"gamma{index}"].shape[0], dtype=torch.float64)
         with torch.no_grad():
             norm.weight.copy_(torch.tensor(params[f"gamma{index}"][:, 0]))
             norm.bias.copy_(torch.tensor(params[f"beta{index}"][:, 0]))
@@ -149,5 +163,33 @@ def test_the_in_place_training_loop_equals_train_step_with_batch_norm():
     module.train(looped, X, Y, epochs=4, learning_rate=0.1)
     for _ in range(4):
         module.train_step(stepped, X, Y, 0.1)
+    for name in stepped:
+        np.testing.assert_allclose(looped[name], stepped[name], rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+@pytest.mark.parametrize("layers, activation, loss, reduction", CASES)
+def test_layer_norm_gradients_equal_torch(layers, activation, loss, reduction):
+    depth = layers.count("-")
+    hidden = list(range(1, depth))
+    module = module_for(symbp.generate(layers, activation, loss, reduction,
+                                       ops=[f"layer_norm:{index}" for index in hidden]))
+    rng = np.random.default_rng(depth + 1)
+    params = module.init_params(depth + 1)
+    X = rng.standard_normal((module.LAYERS[0], 5))
+    Y = targets(rng, loss, module.LAYERS[-1], 5)
+    forward, weights, norms = torch_network(params, module.ACTIVATIONS, hidden, "layer_norm")
+    expected_loss, expected = torch_gradients(forward, weights, norms, X, Y, loss, reduction)
+    assert module.loss(params, X, Y) == pytest.approx(expected_loss, rel=1e-10)
+    grads = module.gradients(params, X, Y)
+    assert set(grads) == set(expected)
+    for name, reference in expected.items():
+        scale = np.abs(reference).max()
+        np.testing.assert_allclose(grads[name], reference, rtol=1e-10, atol=1e-12 * scale, err_msg=name)
+    np.testing.assert_allclose(module.forward(params, X), forward(X).detach().numpy(), rtol=1e-10)
+    # The in-place loop (train) takes the same steps as train_step.
+    looped, stepped = module.init_params(0), module.init_params(0)
+    module.train(looped, X, Y, epochs=3, learning_rate=0.05)
+    for _ in range(3):
+        module.train_step(stepped, X, Y, 0.05)
     for name in stepped:
         np.testing.assert_allclose(looped[name], stepped[name], rtol=1e-12, atol=1e-14, err_msg=name)
