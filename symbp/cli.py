@@ -108,8 +108,22 @@ def _network_options(parser: argparse.ArgumentParser, required: bool = True) -> 
     parser.add_argument("--l2", default="", metavar="LAMBDA",
                         help="add the weight penalty ½λ Σ‖W‖² (weights, not biases) with this λ, e.g. 0.01")
     parser.add_argument("--op", action="append", default=[], metavar="NAME:LAYER",
-                        help="insert a registered op into a layer (symbp.ops.register), e.g. scale:1; repeatable")
+                        help="insert a registered op into a layer (symbp.ops.register), e.g. batch_norm:1; "
+                             "repeatable")
+    _layer_options(parser)
     _optimizer_options(parser)
+
+
+def _layer_options(parser: argparse.ArgumentParser) -> None:
+    """Normalization and dropout in every hidden layer (one layer: --op batch_norm:1, --op dropout:2)."""
+    parser.add_argument("--batch-norm", action="store_true", default=None,
+                        help="batch normalization after every hidden layer's affine map (γ, β; ε = 1e-5, "
+                             "running mean and variance as torch's BatchNorm1d)")
+    parser.add_argument("--layer-norm", action="store_true", default=None,
+                        help="layer normalization after every hidden layer's affine map (γ, β; ε = 1e-5)")
+    parser.add_argument("--dropout", metavar="P",
+                        help="inverted dropout after every hidden activation, P the probability of dropping a "
+                             "unit (as torch's); with --op dropout:LAYER only in those layers")
 
 
 def _optimizer_options(parser: argparse.ArgumentParser) -> None:
@@ -124,8 +138,10 @@ def _optimizer_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _optimizer(args: argparse.Namespace) -> dict:
-    """The optimizer options as keyword arguments of symbp.derive and symbp.generate."""
-    return {"optimizer": args.optimizer, **{name: getattr(args, name) for name in HYPERPARAMETERS}}
+    """The optimizer and layer options as keyword arguments of symbp.derive and symbp.generate."""
+    layers = {name: getattr(args, name) for name in ("batch_norm", "layer_norm", "dropout")
+              if getattr(args, name, None) is not None}
+    return {"optimizer": args.optimizer, **{name: getattr(args, name) for name in HYPERPARAMETERS}, **layers}
 
 
 def _per_dataset(field: str) -> str:
@@ -195,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", help=f"{', '.join(LOSSES)} (defined below); {_per_dataset('loss')}")
     p.add_argument("--reduction", help=f"{' or '.join(REDUCTIONS)}; {_per_dataset('reduction')}")
     p.add_argument("--l2", metavar="LAMBDA", help="the weight penalty's λ (½λ Σ‖W‖², weights only); default none")
+    _layer_options(p)
     _optimizer_options(p)
     p.add_argument("--module", help="a generated module to train (default: generate one for --layers)")
     p.add_argument("--epochs", type=int, help=_per_dataset("epochs"))
@@ -338,7 +355,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise SpecError(f"--seed must be at least 0, got {args.seed}")
     given = [f"--{name.replace('_', '-')}" for name in ("layers", "activation", "loss", "reduction", "l2",
-                                                        "optimizer", *HYPERPARAMETERS)
+                                                        "optimizer", *HYPERPARAMETERS, "batch_norm", "layer_norm",
+                                                        "dropout")
              if getattr(args, name) is not None]
     if args.module and given:
         raise SpecError(f"--module trains the network its header names; drop {' '.join(given)}")

@@ -23,6 +23,7 @@ from . import losses
 from .activations import Activation, get_activation
 from .algebra import (
     INPUT,
+    MASK,
     TARGET,
     Elementwise,
     Entry,
@@ -128,6 +129,11 @@ class Derivation:
     optimizer: Optimizer | None = None  # None: gradient descent as the tutorial does it
 
     @property
+    def masks(self) -> tuple[Quantity, ...]:
+        """The dropout masks the loss reads, inputs drawn by the caller."""
+        return tuple(x for op in self.ops for x in op.inputs if x.kind == MASK)
+
+    @property
     def output(self) -> Quantity:
         """The network's output a⁽ᴺ⁾ (what the loss reads)."""
         return self.ops[-1].inputs[0]
@@ -202,7 +208,7 @@ def derive_spec(spec: NetworkSpec) -> Derivation:
         for wrt, result in op.backward(upstream).items():
             if wrt in op.params:
                 gradients.append(Equation(gradient(wrt), result.value))
-            elif wrt.kind != INPUT:
+            elif wrt.kind not in (INPUT, MASK):  # masks are drawn, not learned
                 pending[wrt] = result
     if d.penalty is not None:  # the penalty's gradient joins the weights' own: δ aᵀ + λ W
         extra = d.penalty.gradients()

@@ -30,6 +30,7 @@ from .activations import a as act_a
 from .activations import z as act_z
 from .algebra import (
     GRADIENT,
+    MASK,
     PARAM,
     SCRATCH,
     TARGET,
@@ -799,6 +800,29 @@ def layer_norm(x: Quantity, layer: int) -> LayerNorm:
                      "layer normalization")
 
 
+DROP = sp.Symbol("p", positive=True)  # the probability of dropping a unit, as torch's
+
+
+@dataclass(frozen=True)
+class Dropout(Op):
+    """Inverted dropout: dᵢ = aᵢ Mᵢ/(1 − p), M a 0/1 mask drawn per sample and unit (1 keeps the
+    unit, with probability 1 − p). The mask is an input of the derivation, as X is: the backward
+    map multiplies by the same M/(1 − p). At inference there is no mask: d = a.
+    """
+
+    rate: sp.Expr = DROP
+
+    def entry(self, index: sp.Symbol) -> sp.Expr:
+        a, mask = self.inputs
+        return self.at(a, index) * self.at(mask, index) / (1 - self.rate)
+
+
+def dropout(x: Quantity, layer: int) -> Dropout:
+    """Inverted dropout of layer ``layer``'s activations, with mask M⁽ˡ⁾."""
+    mask = Quantity(f"mask{layer}", x.rows, 1, MASK, "M", layer)
+    return Dropout(value("d", layer, x.rows), (x, mask), (), "dropout")
+
+
 # -- registry of ops a network may insert ------------------------------------------------------
 
 AFTER_AFFINE, AFTER_ACTIVATION = "after_affine", "after_activation"
@@ -844,3 +868,4 @@ def fan_in_start(role: str) -> str:
 
 register("batch_norm", batch_norm, AFTER_AFFINE, init={"gamma": "ones", "beta": "zeros"})
 register("layer_norm", layer_norm, AFTER_AFFINE, init={"gamma": "ones", "beta": "zeros"})
+register("dropout", dropout, AFTER_ACTIVATION)
