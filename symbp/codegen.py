@@ -36,7 +36,7 @@ from .optimizers import CODE_NAMES
 from .program import Program
 from .version import __version__
 
-_CODE_NAMES = {"y": "Y", "alpha": "learning_rate", "lambda": "L2", "varepsilon": "NORM_EPS",
+_CODE_NAMES = {"y": "Y", "alpha": "learning_rate", "lambda": "L2", "varepsilon": "NORM_EPS", "p": "DROPOUT",
                **{symbol.name: name for symbol, name in CODE_NAMES.items()}}
 
 
@@ -396,6 +396,18 @@ def _tuple(items: tuple, name: str = "") -> str:
     return "(\n" + "".join(f"    {part},\n" for part in parts) + ")"
 
 
+def signature(name: str, arguments: list[str], returns: str) -> str:
+    """``def name(arguments) -> returns:`` as ruff formats it: on one line, or the arguments on one
+    indented line, or one per line."""
+    line = f"def {name}({', '.join(arguments)}) -> {returns}:"
+    if len(line) <= LINE_LENGTH:
+        return line
+    inner = f"    {', '.join(arguments)}"
+    if len(inner) <= LINE_LENGTH:
+        return f"def {name}(\n{inner}\n) -> {returns}:"
+    return f"def {name}(\n" + "".join(f"    {argument},\n" for argument in arguments) + f") -> {returns}:"
+
+
 def return_dict(pairs: list[tuple[str, str]], indent: int = 4) -> str:
     """``return {"a": b, ...}`` as ruff formats it: on one line, or one entry per line."""
     pad = " " * indent
@@ -488,6 +500,12 @@ def module_context(program: Program) -> dict:
         "optimizer": _optimizer_context(program),
         "uses_m_forward": any(m in s.equation.rhs.free_symbols for s in program.forward),
         "batch_norms": _batch_norms(d),
+        "dropout": d.spec.dropout if d.masks else "",
+        "mask_names": [mask.name for mask in d.masks],
+        "mask_units": "{" + ", ".join(f"{mask.layer}: {int(mask.rows)}" for mask in d.masks) + "}",
+        "forward_signature": signature("_forward_pass", [
+            "params: Params", "X: Array", *(["training: bool = True"] if _batch_norms(d) else []),
+            *(["masks: Params | None = None"] if d.masks else [])], "Params"),
         "forward_return": return_dict([(s.target.name, s.target.name) for s in program.forward]),
         "gradients_return": return_dict([(p.name, f"d{p.name}") for p in d.params]),
         "batch_norms_literal": _batch_norms_literal(d),

@@ -24,7 +24,7 @@ from .activations import ActivationBase
 from .algebra import Elementwise, SampleSum, Softmax, UnitSum
 from .budget import OverBudget, within
 from .derive import Derivation, m
-from .ops import EPSILON, EPSILON_VALUE
+from .ops import DROP, EPSILON, EPSILON_VALUE
 
 MAX_PROOF_PARAMS = 200
 MAX_PROOF_DEPTH = 8  # the expanded loss nests one activation per layer
@@ -106,6 +106,10 @@ def explicit_environment(d: Derivation, samples: int) -> dict[str, sp.Matrix]:
     if d.penalty is not None:
         env[d.penalty.strength.name] = sp.Rational(d.spec.l2)
     env[EPSILON.name] = sp.Rational(EPSILON_VALUE)
+    for mask in d.masks:  # a fixed 0/1 pattern that keeps some units and drops others
+        env[mask.name] = sp.Matrix(mask.rows, samples, lambda i, k: sp.Integer(int((i + 2 * k) % 3 != 0)))
+    if d.masks:
+        env[DROP.name] = sp.Rational(d.spec.dropout)
     return env
 
 

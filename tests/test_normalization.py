@@ -63,8 +63,9 @@ CASES = [
 ]
 
 
-def torch_network(params, activations, normalized, kind="batch_norm"):
-    """The same network in PyTorch, samples in rows as torch's BatchNorm1d and LayerNorm take them."""
+def torch_network(params, activations, normalized, kind="batch_norm", masks=None, p=0.0):
+    """The same network in PyTorch, samples in rows as torch's BatchNorm1d and LayerNorm take them;
+    with ``masks``, dropout as torch's does it, a ⊙ M/(1 − p), with these masks M."""
     layers = {}
     for index in normalized:
         make = torch.nn.BatchNorm1d if kind == "batch_norm" else torch.nn.LayerNorm
@@ -82,6 +83,8 @@ def torch_network(params, activations, normalized, kind="batch_norm"):
             if index in layers:
                 z = layers[index](z)
             a = torch.softmax(z, dim=1) if name == "softmax" else torch_activation(name)(z)
+            if masks is not None and index in masks:
+                a = a * torch.tensor(masks[index]).T / (1 - p)
         return a.T
 
     return forward, weights, layers
@@ -193,3 +196,47 @@ def test_layer_norm_gradients_equal_torch(layers, activation, loss, reduction):
         module.train_step(stepped, X, Y, 0.05)
     for name in stepped:
         np.testing.assert_allclose(looped[name], stepped[name], rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def test_dropout_derivation_and_proof_with_its_mask_as_an_input():
+    d = symbp.derive("2-3-1", "tanh,identity", "half_se", dropout="0.25")
+    text = d.latex()
+    assert r"d^{(1)} &= \frac{a^{(1)} M^{(1)}}{1 - p}" in text
+    assert r"\delta^{(1)} &= (W^{(2)})^{T} \delta^{(2)} \odot \frac{M^{(1)}}{1 - p} \odot \tanh'(z^{(1)})" in text
+    report = d.verify(samples=2)
+    assert report.ok, report.summary()
+    assert "--dropout 0.25" in d.spec.options()
+
+
+@pytest.mark.parametrize("layers, activation, loss, reduction", CASES)
+def test_dropout_gradients_with_the_same_mask_equal_torch(layers, activation, loss, reduction):
+    """torch's dropout multiplies by its own mask/(1 − p); here both sides use the same mask."""
+    depth = layers.count("-")
+    module = module_for(symbp.generate(layers, activation, loss, reduction, dropout="0.3", batch_norm=True))
+    rng = np.random.default_rng(depth + 2)
+    params = module.init_params(depth + 2)
+    X = rng.standard_normal((module.LAYERS[0], 5))
+    Y = targets(rng, loss, module.LAYERS[-1], 5)
+    masks = module.draw_masks(rng, 5)
+    assert set(masks) == set(range(1, depth)) and 0 < np.mean([m.mean() for m in masks.values()]) < 1
+    hidden = list(range(1, depth))
+    forward, weights, norms = torch_network(params, module.ACTIVATIONS, hidden, masks=masks, p=0.3)
+    expected_loss, expected = torch_gradients(forward, weights, norms, X, Y, loss, reduction)
+    assert module.loss(params, X, Y, masks) == pytest.approx(expected_loss, rel=1e-10)
+    grads = module.gradients(params, X, Y, masks=masks)
+    scale = max(np.abs(reference).max() for reference in expected.values())
+    for name, reference in expected.items():
+        np.testing.assert_allclose(grads[name], reference, rtol=1e-10, atol=1e-13 * scale, err_msg=name)
+    # No dropout at inference, nor without masks.
+    plain, _, _ = torch_network(params, module.ACTIVATIONS, hidden)
+    with torch.no_grad():
+        np.testing.assert_allclose(module.forward(params, X, training=True), plain(X).numpy(), rtol=1e-10)
+    # train draws fresh masks from its rng at every step: train_step with the same draws gives the same.
+    looped, stepped = module.init_params(0), module.init_params(0)
+    module.train(looped, X, Y, epochs=3, learning_rate=0.05, rng=7)
+    generator = np.random.default_rng(7)
+    for _ in range(3):
+        module.train_step(stepped, X, Y, 0.05, masks=module.draw_masks(generator, 5))
+    for name in stepped:
+        np.testing.assert_allclose(looped[name], stepped[name], rtol=1e-12, atol=1e-14, err_msg=name)
+
