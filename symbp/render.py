@@ -12,12 +12,16 @@ from .spec import SpecError
 from .templating import environment
 
 BACKENDS = ("numpy", "numba")
+NUMPY_ONLY = ("batch_norm", "layer_norm", "dropout")  # ops the numba kernel does not loop over yet
 
 
 def render_module(d: Derivation, backend: str = "numpy") -> str:
     """The generated module's source: NumPy only, or with a training loop numba compiles."""
     if backend not in BACKENDS:
         raise SpecError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    unsupported = sorted({name for name, _ in d.spec.ops if name in NUMPY_ONLY})
+    if backend == "numba" and unsupported:
+        raise SpecError(f"the numba backend has no {' or '.join(unsupported)} yet: use --backend numpy")
     program = lower(d)
     context = module_context(program)
     if backend == "numpy":

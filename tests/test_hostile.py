@@ -90,6 +90,17 @@ CASES = [
     (["derive", *XOR, "--activation", "tanh", "--loss", "bce"], "outputs in (0, 1)"),
     (["derive", *XOR, "--op", "convolve:1"], "unknown op"),
     (["derive", *XOR, "--op", "scale"], "NAME:LAYER"),
+    # normalization and dropout: hidden layers only, one normalization a layer, p in (0, 1)
+    (["derive", "--layers", "4-1", "--batch-norm"], "has none"),
+    (["derive", "--layers", "2-3-1", "--op", "batch_norm:2"], "is the output layer"),
+    (["derive", "--layers", "2-3-1", "--op", "layer_norm:2"], "is the output layer"),
+    (["derive", "--layers", "2-3-1", "--batch-norm", "--layer-norm"], "choose one normalization"),
+    (["derive", "--layers", "2-3-1", "--op", "dropout:1"], "add --dropout P"),
+    (["derive", "--layers", "2-3-1", "--dropout", "1"], "below 1"),
+    (["derive", "--layers", "2-3-1", "--dropout", "0"], "leave --dropout out"),
+    (["derive", "--layers", "2-3-1", "--dropout", "-0.5"], "--dropout"),
+    (["derive", "--layers", "4-1", "--dropout", "0.5"], "no hidden layer"),
+    (["generate", "--layers", "2-3-1", "--dropout", "0.5", "--backend", "numba", "-o", "n.py"], "numba"),
     # the proof
     (["derive", "--layers", DEEP, "--verify"], "too deep"),
     (["derive", "--layers", "2-20-20-1", "--verify"], "too many"),
