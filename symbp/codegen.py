@@ -449,9 +449,13 @@ def module_context(program: Program) -> dict:
     weights = [p.name for p in d.params if p.name in used]
 
     loss_code, loss_lines = _CODE.doprint(d.loss_code), []
+    before_loss = [(s.target.name, _CODE.doprint(s.equation.rhs)) for s in program.backward
+                   if s.target.name in {e.name for e in d.loss_code.free_symbols}]  # the hinge loss's t
     if not fits("total", f"float(np.sum({loss_code}))"):
         loss_code, loss_lines = "terms", short_assignments("terms", d.loss_code)
-    loss_inputs = sorted(_names_in([d.loss_code]) & set(forward_names))
+    loss_lines = before_loss + loss_lines
+    loss_inputs = sorted(_names_in([d.loss_code, *(s.equation.rhs for s in program.backward
+                                                   if s.target.name in dict(before_loss))]) & set(forward_names))
     f_out = d.activations[-1]
     param_updates = NumpyCodePrinter({d.gradient_of(p).name: f'grads["{p.name}"]' for p in d.params})
     helpers = []

@@ -42,6 +42,7 @@ from .ops import (
     Affine,
     Backward,
     Factor,
+    HingeLossOp,
     LossOp,
     Op,
     PenaltyOp,
@@ -161,7 +162,8 @@ def chain(spec: NetworkSpec, activations: tuple[Activation, ...]) -> tuple[tuple
         ops.append(SoftmaxOp(a, (x,), (), "softmax", f) if not f.elementwise else Activate(a, (x,), (), "activation", f))
         x = _insert(ops, a, index, AFTER_ACTIVATION, inserted)
         layers.append(LayerSymbols(index, W, b, z, a, gradient(z), gradient(W), gradient(b)))
-    ops.append(LossOp(Quantity("L", 1, 1, "value", "L"), (x, Y), (), "loss", get_loss(spec.loss), spec.reduction))
+    kind = HingeLossOp if spec.loss == "hinge" else LossOp
+    ops.append(kind(Quantity("L", 1, 1, "value", "L"), (x, Y), (), "loss", get_loss(spec.loss), spec.reduction))
     return tuple(ops), tuple(layers)
 
 
@@ -192,7 +194,7 @@ def derive_spec(spec: NetworkSpec) -> Derivation:
 
     # The chain rule, backwards: ∂L/∂(output of op) → ∂L/∂(its inputs and parameters).
     dl_da = loss_op.gradient()
-    pending = {d.output: Backward(dl_da, dl_da)}
+    pending = {d.output: Backward(dl_da, dl_da, loss_op.before() if isinstance(loss_op, HingeLossOp) else ())}
     backward, gradients = [], []
     for op in reversed(ops[:-1]):
         incoming = pending.pop(op.output)
@@ -278,6 +280,8 @@ def _loss_code(d: Derivation) -> sp.Expr:
     out_op = next(op for op in d.ops if op.output == d.output)
     logs = dict(out_op.activation.log_forms) if isinstance(out_op, (Activate, SoftmaxOp)) else {}
     unit = {losses.a: entry(d.output), losses.y: entry(d.Y), act.z: entry(out_op.inputs[0])}
+    if isinstance(d.ops[-1], HingeLossOp):
+        unit[losses.t] = entry(d.ops[-1].named()[0])
     return d.loss.per_unit.subs(logs).subs(unit)
 
 

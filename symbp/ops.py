@@ -48,6 +48,7 @@ from .algebra import (
 )
 from .losses import Loss
 from .losses import a as loss_a
+from .losses import t as loss_t
 from .losses import y as loss_y
 
 # Indices: i runs over an op's outputs, j over an input's entries, p and q over a parameter's.
@@ -486,6 +487,54 @@ class LossOp(Op):
 
     def factor(self, wrt: Quantity) -> Factor:
         return Factor(Partial(sp.Symbol("L"), wrt), self.gradient())
+
+
+@dataclass(frozen=True)
+class HingeLossOp(LossOp):
+    """L = Σⱼ (1 − yⱼ) max(0, aⱼ − t + 1) with t = Σₖ yₖaₖ, the true class's score (one-hot y):
+    the multiclass SVM loss Σ_{j ≠ true} max(0, aⱼ − a_true + 1). Every unit's term reads t, so
+    ∂L/∂a has a sum over the units per sample; SymPy finds it, and it is named by its definition.
+    """
+
+    def true_score(self, units: sp.Expr) -> sp.Expr:
+        a, y = self.inputs
+        return sp.Sum(self.at(y, r) * self.at(a, r), (r, 1, units))
+
+    def entry(self, index: sp.Symbol, units: sp.Expr | None = None) -> sp.Expr:
+        units = self.inputs[0].rows if units is None else units
+        return super().entry(index, units).subs(loss_t, self.true_score(units))
+
+    def definition(self) -> sp.Expr:
+        return super().definition().subs(loss_t, self.true_score(self.inputs[0].rows))
+
+    def named(self) -> tuple[Quantity, Quantity]:
+        """t (the true class's score) and c (how many classes violate the margin), per sample."""
+        layer = self.inputs[0].layer
+        return value("t", layer, 1, f"t{layer}"), value("c", layer, 1, f"c{layer}")
+
+    def before(self) -> tuple[Equation, ...]:
+        """t = Σ_units y ⊙ a and c = Σ_units (1 − y) ⊙ [a − t + 1 > 0], which ∂L/∂a reads."""
+        a, y = self.inputs
+        score, count = self.named()
+        kink = sp.Heaviside(entry(a) - entry(score) + 1, 0)
+        return (Equation(score, UnitSum(sp.HadamardProduct(y, a))),
+                Equation(count, UnitSum(Elementwise((1 - entry(y)) * kink, a.rows))))
+
+    def gradient(self) -> sp.Basic:
+        """∂L/∂aⱼ by ``sympy.diff`` of the index form, its sums named t and c; the step is 0 at the
+        kink, as relu's (and torch's) is."""
+        a, y = self.inputs
+        units = sp.Symbol("n", integer=True, positive=True)
+        derivative = drop_range_guards(sp.diff(replace(self, reduction="sum").entry(i, units), self.at(a, j)).doit())
+        score, count = (entry(q) for q in self.named())
+        derivative = derivative.replace(lambda e: e == self.true_score(units), lambda e: score)
+        derivative = derivative.replace(sp.Sum, _pull_out)
+        counted = sp.Sum((1 - self.at(y, k)) * sp.Heaviside(self.at(a, k) - score + 1), (k, 1, units))
+        derivative = derivative.xreplace({counted: count})
+        if derivative.has(sp.Sum):
+            raise NotImplementedError(f"no matrix form for {derivative}")
+        scalar = derivative.xreplace(_indexed_at(derivative, j)).replace(sp.Heaviside, lambda x, *h: sp.Heaviside(x, 0))
+        return Elementwise(scalar / m if self.reduction == "mean" else scalar, a.rows)
 
 
 LAMBDA = sp.Symbol("lambda", nonnegative=True)  # λ of the weight penalty

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-LOSSES = ("half_se", "bce", "cross_entropy")
+LOSSES = ("half_se", "bce", "cross_entropy", "hinge")
 REDUCTIONS = ("sum", "mean")
 LOSS_OUTPUTS = {"bce": "sigmoid", "cross_entropy": "softmax"}  # the output layer a loss needs, where it needs one
 MAX_WIDTH = 100_000

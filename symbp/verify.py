@@ -289,7 +289,9 @@ def _explicit_loss(d: Derivation, env: dict) -> sp.Expr:
     """L = Σ over samples and output units of ℓ, straight from the loss's formula and the forward
     pass; with --l2, plus ½λ times the sum of the squares of every weight entry."""
     out, target = env[d.output.name], env[d.Y.name]
-    total = sum(d.loss.per_unit.subs({losses.a: out[i, k], losses.y: target[i, k]})
+    # the hinge loss's t, the true class's score Σᵢ yᵢaᵢ of each sample
+    scores = [sum(target[i, k] * out[i, k] for i in range(out.rows)) for k in range(out.cols)]
+    total = sum(d.loss.per_unit.subs({losses.a: out[i, k], losses.y: target[i, k], losses.t: scores[k]})
                 for i in range(out.rows) for k in range(out.cols))
     total = total / out.cols if d.spec.reduction == "mean" else total
     if d.penalty is not None:

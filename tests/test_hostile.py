@@ -90,6 +90,8 @@ CASES = [
     (["derive", *XOR, "--activation", "tanh", "--loss", "bce"], "outputs in (0, 1)"),
     (["derive", *XOR, "--op", "convolve:1"], "unknown op"),
     (["derive", *XOR, "--op", "scale"], "NAME:LAYER"),
+    (["derive", "--layers", "2-3-2", "--loss", "hinge"], "use an identity output"),
+    (["derive", "--layers", "2-3-1", "--activation", "identity", "--loss", "hinge"], "2 or more outputs"),
     # normalization and dropout: hidden layers only, one normalization a layer, p in (0, 1)
     (["derive", "--layers", "4-1", "--batch-norm"], "has none"),
     (["derive", "--layers", "2-3-1", "--op", "batch_norm:2"], "is the output layer"),

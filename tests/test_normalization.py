@@ -240,3 +240,42 @@ def test_dropout_gradients_with_the_same_mask_equal_torch(layers, activation, lo
     for name in stepped:
         np.testing.assert_allclose(looped[name], stepped[name], rtol=1e-12, atol=1e-14, err_msg=name)
 
+
+
+def test_hinge_loss_derivation_and_proof():
+    d = symbp.derive("1-3", "identity", "hinge")
+    text = d.latex()
+    assert r"t^{(1)} &= \sum_{\text{units}} y \odot a^{(1)}" in text
+    report = d.verify(samples=2)
+    assert report.ok, report.summary()
+
+
+@pytest.mark.parametrize("layers, activation, reduction, extra", [
+    ("3-4-3", "relu,identity", "sum", {"batch_norm": True}),
+    ("2-5-4-3", "tanh,softplus,identity", "mean", {"layer_norm": True, "dropout": "0.2"}),
+])
+def test_hinge_gradients_equal_torch_multi_margin_loss(layers, activation, reduction, extra):
+    """torch's MultiMarginLoss divides each sample's Σ_{j ≠ y} max(0, 1 − a_y + aⱼ) by the number of classes C."""
+    module = module_for(symbp.generate(layers, activation, "hinge", reduction, **extra))
+    depth, classes = layers.count("-"), module.LAYERS[-1]
+    rng = np.random.default_rng(depth)
+    params = module.init_params(depth)
+    X = rng.standard_normal((module.LAYERS[0], 6))
+    labels = rng.integers(0, classes, 6)
+    Y = np.eye(classes)[:, labels]
+    masks = module.draw_masks(rng, 6) if "dropout" in extra else None
+    kind = "layer_norm" if "layer_norm" in extra else "batch_norm"
+    forward, weights, norms = torch_network(params, module.ACTIVATIONS, list(range(1, depth)), kind, masks, 0.2)
+    total = torch.nn.MultiMarginLoss(reduction=reduction)(forward(X).T, torch.tensor(labels)) * classes
+    total.backward()
+    expected = {name: tensor.grad.numpy() for name, tensor in weights.items()}
+    for index, norm in norms.items():
+        expected[f"gamma{index}"] = norm.weight.grad.numpy()[:, None]
+        expected[f"beta{index}"] = norm.bias.grad.numpy()[:, None]
+    with_masks = {"masks": masks} if masks is not None else {}
+    assert module.loss(params, X, Y, **with_masks) == pytest.approx(total.item(), rel=1e-10)
+    grads = module.gradients(params, X, Y, **with_masks)
+    scale = max(np.abs(reference).max() for reference in expected.values())
+    assert scale > 0
+    for name, reference in expected.items():
+        np.testing.assert_allclose(grads[name], reference, rtol=1e-10, atol=1e-13 * scale, err_msg=name)
