@@ -711,6 +711,7 @@ class BatchNorm(Op):
     def factor(self, wrt: Quantity) -> Factor:
         """∂uᵢₛ/∂zⱼₜ as SymPy finds it (with i = j): every sample t reaches every sample s."""
         derivative = self._over_batch(self.derivative(wrt), j, gradient(self.output))
+        derivative = sp.factor_terms(self._normalized(derivative, j, (s, t)))
         index_form = Equation(Partial(self.at(self.output, j, s), self.at(wrt, j, t)), derivative)
         return Factor(Partial(self.output, wrt), derivative, index_form)
 

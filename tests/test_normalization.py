@@ -279,3 +279,26 @@ def test_hinge_gradients_equal_torch_multi_margin_loss(layers, activation, reduc
     assert scale > 0
     for name, reference in expected.items():
         np.testing.assert_allclose(grads[name], reference, rtol=1e-10, atol=1e-13 * scale, err_msg=name)
+
+
+def test_documents_show_each_op_from_index_form_to_matrix_form(tmp_path):
+    """Markdown, HTML and a tex document that pdflatex compiles with no error and nothing off the page."""
+    import subprocess
+
+    from test_document import _pdflatex
+
+    from symbp.document import render_tex
+
+    d = symbp.derive("2-3-3", "tanh,identity", "hinge", batch_norm=True, dropout="0.5")
+    markdown = d.markdown()
+    for title in ("Batch normalization in layer 1", "Dropout in layer 1"):
+        assert title in markdown and title in d.html()
+    assert r"\frac{\partial u^{(1)}_{js}}{\partial z^{(1)}_{jt}}" in markdown  # the derivative SymPy found
+    assert r"\left(\frac{\partial L}{\partial u^{(1)}}\right)_{js}" in markdown  # the sum over the batch
+    pdflatex = _pdflatex()
+    (tmp_path / "ops.tex").write_text(render_tex(d), encoding="utf-8")
+    result = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "ops.tex"], cwd=tmp_path,
+                            capture_output=True, text=True, check=False, timeout=120)
+    log = (tmp_path / "ops.log").read_text(errors="replace")
+    assert result.returncode == 0, log[-2000:]
+    assert "Undefined control sequence" not in log and "Overfull \\hbox" not in log
