@@ -379,6 +379,9 @@ def _train(args: argparse.Namespace) -> int:
                                      args.loss or defaults.loss, args.reduction or defaults.reduction,
                                      l2=args.l2 or "", **_optimizer(args)))
     network = "-".join(map(str, module.LAYERS))
+    layers = [*(["batch norm"] if hasattr(module, "BATCH_NORMS") else []),
+              *([f"dropout {module.DROPOUT}"] if hasattr(module, "DROPOUT") else [])]
+    network += f" ({', '.join(layers)})" if layers else ""
     optimizer = f", {module.OPTIMIZER}" if hasattr(module, "OPTIMIZER") else ""
     setting = f"{epochs} epochs{optimizer}, learning rate {learning_rate}"
     if args.seeds is not None:
