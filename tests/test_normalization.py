@@ -158,7 +158,7 @@ def test_batch_norm_gradients_and_running_statistics_equal_torch(layers, activat
     assert not np.allclose(module.forward(params, X), module.forward(params, X, training=True))
 
 
-def test_the_in_place_training_loop_equals_train_step_with_batch_norm():
+def test_the_in_place_training_loop_equals_train_step_with_batch_norm(tmp_path):
     module = module_for(symbp.generate(**BN_NETWORK))
     rng = np.random.default_rng(0)
     X, Y = rng.standard_normal((2, 8)), rng.uniform(0, 1, (1, 8))
@@ -168,6 +168,11 @@ def test_the_in_place_training_loop_equals_train_step_with_batch_norm():
         module.train_step(stepped, X, Y, 0.1)
     for name in stepped:
         np.testing.assert_allclose(looped[name], stepped[name], rtol=1e-12, atol=1e-14, err_msg=name)
+    # A checkpoint keeps the running estimates, which inference needs.
+    module.save_params(looped, tmp_path / "bn.npz")
+    loaded = module.load_params(tmp_path / "bn.npz")
+    assert set(loaded) == set(looped) and all(np.array_equal(loaded[k], looped[k]) for k in looped)
+    assert not np.all(loaded["running_mean1"] == 0)
 
 
 @pytest.mark.parametrize("layers, activation, loss, reduction", CASES)
