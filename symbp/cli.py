@@ -83,6 +83,8 @@ def _network_help() -> str:
     for name in LOSSES:
         loss = get_loss(name)
         needs = f", with a {LOSS_OUTPUTS[name]} output" if name in LOSS_OUTPUTS else ""
+        if name == "hinge":
+            needs = ", with an identity output and one-hot y; t = Σₖ yₖaₖ, the true class's score"
         formula = plain_formula(loss.per_unit).replace(" ", _UNBROKEN)  # wrapped around, never inside
         line = textwrap.fill(f"{name:<{width}}  {loss.title}{needs}: {formula}", _HELP_WIDTH,
                              initial_indent="  ", subsequent_indent=" " * (width + 4))
