@@ -307,3 +307,32 @@ def test_documents_show_each_op_from_index_form_to_matrix_form(tmp_path):
     log = (tmp_path / "ops.log").read_text(errors="replace")
     assert result.returncode == 0, log[-2000:]
     assert "Undefined control sequence" not in log and "Overfull \\hbox" not in log
+
+
+def test_gamma_and_beta_train_with_an_optimizer_as_torch_optim_does():
+    """Adam over W, b, γ, β: 5 steps of the in-place train (and of train_step) equal torch.optim.Adam's."""
+    module = module_for(symbp.generate("3-4-2", "tanh,sigmoid", "half_se", batch_norm=True, optimizer="adam"))
+    rng = np.random.default_rng(5)
+    params = module.init_params(5)
+    X, Y = rng.standard_normal((3, 7)), rng.uniform(0, 1, (2, 7))
+    forward, weights, norms = torch_network(params, module.ACTIVATIONS, [1])
+    tensors = [*weights.values(), *norms[1].parameters()]
+    optimizer = torch.optim.Adam(tensors, lr=0.01)
+    stepped = {name: value.copy() for name, value in params.items()}
+    state = module.init_state(stepped)
+    module.train(params, X, Y, epochs=5, learning_rate=0.01)
+    for _ in range(5):
+        module.train_step(stepped, X, Y, 0.01, state)
+        optimizer.zero_grad()
+        torch_loss(forward(X), Y, "half_se", "sum").backward()
+        optimizer.step()
+    np.testing.assert_allclose(params["gamma1"][:, 0], norms[1].weight.detach().numpy(), rtol=1e-10)
+    np.testing.assert_allclose(params["running_var1"][:, 0], norms[1].running_var.numpy(), rtol=1e-10)
+    # b1's gradient is 0 exactly (batch norm takes the mean away): on both sides it is rounding noise,
+    # which Adam divides by its own size, so b1 drifts by noise; it changes nothing downstream.
+    for name, tensor in weights.items():
+        noise = 1e-8 if name == "b1" else 1e-12
+        np.testing.assert_allclose(params[name], tensor.detach().numpy(), rtol=1e-10, atol=noise, err_msg=name)
+    for name in params:
+        noise = 1e-8 if name == "b1" else 1e-14
+        np.testing.assert_allclose(stepped[name], params[name], rtol=1e-12, atol=noise, err_msg=name)
