@@ -43,4 +43,10 @@ def numpy_context(program: Program) -> dict:
         "unpack_params": unpack([p.name for p in program.params], "params"),
         "unpack_work": unpack([w.name for w in work], "work"),
         "unpack_state": unpack([b.name for b in program.buffers.values() if b.role == STATE], "state"),
+        "unpack_masks": _unpack_masks([mask.name for mask in program.derivation.masks]),
     }
+
+
+def _unpack_masks(names: list[str]) -> str:
+    """``mask1, mask2 = masks``, or ``(mask1,) = masks`` for one, as ruff writes it."""
+    return f"    ({names[0]},) = masks" if len(names) == 1 else unpack(names, "masks")

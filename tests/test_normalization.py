@@ -244,6 +244,16 @@ def test_dropout_gradients_with_the_same_mask_equal_torch(layers, activation, lo
         module.train_step(stepped, X, Y, 0.05, masks=module.draw_masks(generator, 5))
     for name in stepped:
         np.testing.assert_allclose(looped[name], stepped[name], rtol=1e-12, atol=1e-14, err_msg=name)
+    # Mini-batches: a shuffle, then masks for each batch, from the same generator.
+    looped, stepped = module.init_params(0), module.init_params(0)
+    module.train(looped, X, Y, epochs=2, learning_rate=0.05, batch_size=3, rng=8)
+    generator = np.random.default_rng(8)
+    for _ in range(2):
+        order = generator.permutation(5)
+        for batch in (order[:3], order[3:]):
+            module.train_step(stepped, X[:, batch], Y[:, batch], 0.05, masks=module.draw_masks(generator, len(batch)))
+    for name in stepped:
+        np.testing.assert_allclose(looped[name], stepped[name], rtol=1e-12, atol=1e-14, err_msg=name)
 
 
 
