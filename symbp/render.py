@@ -12,7 +12,7 @@ from .spec import SpecError
 from .templating import environment
 
 BACKENDS = ("numpy", "numba")
-NUMPY_ONLY = ("batch_norm", "layer_norm", "dropout")  # ops the numba kernel does not loop over yet
+NUMPY_ONLY = ("batch_norm", "dropout")  # ops the numba kernel does not loop over yet
 
 
 def render_module(d: Derivation, backend: str = "numpy") -> str:

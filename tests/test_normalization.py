@@ -346,3 +346,27 @@ def test_gamma_and_beta_train_with_an_optimizer_as_torch_optim_does():
     for name in params:
         noise = 1e-8 if name in ("b1", "running_mean1") else 1e-14  # μ⁽¹⁾ holds b1
         np.testing.assert_allclose(stepped[name], params[name], rtol=1e-12, atol=noise, err_msg=name)
+
+
+def test_layer_norm_in_the_numba_kernel_equals_numpy(tmp_path):
+    """numba loops over the same program: full batch and mini-batches equal the NumPy backend to 1e-12."""
+    import importlib.util
+    import os
+
+    if not os.environ.get("CI") and importlib.util.find_spec("numba") is None:
+        pytest.skip("the numba backend needs the fast extra: pip install .[fast]")
+    network = {"layers": "3-4-2", "activation": "tanh,sigmoid", "loss": "half_se", "layer_norm": True}
+    reference = module_for(symbp.generate(**network))
+    path = tmp_path / "layer_norm_numba.py"
+    symbp.generate(**network, backend="numba", output=path)
+    spec = importlib.util.spec_from_file_location("layer_norm_numba", path)
+    compiled = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compiled)
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((3, 9)), rng.uniform(0, 1, (2, 9))
+    for options in ({"log_every": 5}, {"batch_size": 4, "rng": 3}):
+        expected, got = reference.init_params(1), compiled.init_params(1)
+        assert reference.train(expected, X, Y, 12, 0.1, **options) == pytest.approx(
+            compiled.train(got, X, Y, 12, 0.1, **options), rel=1e-12)
+        for name in expected:
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-12, atol=1e-14, err_msg=name)
