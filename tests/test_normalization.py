@@ -173,6 +173,17 @@ def test_the_in_place_training_loop_equals_train_step_with_batch_norm(tmp_path):
     loaded = module.load_params(tmp_path / "bn.npz")
     assert set(loaded) == set(looped) and all(np.array_equal(loaded[k], looped[k]) for k in looped)
     assert not np.all(loaded["running_mean1"] == 0)
+    # The tutorial-style Network keeps them as attributes too, and infers with them.
+    network = module.Network(2, 3, 1, seed=1)
+    network.backward(X, Y, 0.1)
+    np.testing.assert_allclose(network.running_mean1, stepped_once(module, X, Y)["running_mean1"], rtol=1e-12)
+    np.testing.assert_allclose(network.forward(X), module.forward(stepped_once(module, X, Y), X), rtol=1e-12)
+
+
+def stepped_once(module, X, Y):
+    params = module.init_params(1)
+    module.train_step(params, X, Y, 0.1)
+    return params
 
 
 @pytest.mark.parametrize("layers, activation, loss, reduction", CASES)
