@@ -418,6 +418,8 @@ def sections(d: Derivation) -> list[Section]:
         for factor in factors:
             if factor.index_form is not None:
                 lines.append(rf"{latex(factor.index_form.lhs)} &= {latex(factor.index_form.rhs)}")
+                if factor.value == factor.index_form.rhs:  # it couples samples: its own section has the matrix form
+                    continue
             first, *rest = (latex(step) for step in (factor.partial, factor.notation, factor.value) if step is not None)
             lines.append(f"{first} &= " + " = ".join(rest))
         out.append(Section(f"chain:{index}", f"Chain rule for {_plain(rule)}", tuple(lines)))
