@@ -379,15 +379,18 @@ def _step(
     # ∂L/∂W⁽³⁾ = δ⁽³⁾ (a⁽²⁾)ᵀ
     np.dot(delta3, a2.T, out=dW3)
     # ∂L/∂b⁽³⁾ = Σ δ⁽³⁾
-    np.dot(delta3, np.ones((delta3.shape[1], 1), delta3.dtype), out=db3)
+    ones = np.ones((delta3.shape[1], 1), delta3.dtype)
+    np.dot(delta3, ones, out=db3)
     # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
     np.dot(delta2, a1.T, out=dW2)
     # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
-    np.dot(delta2, np.ones((delta2.shape[1], 1), delta2.dtype), out=db2)
+    ones = np.ones((delta2.shape[1], 1), delta2.dtype)
+    np.dot(delta2, ones, out=db2)
     # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
     np.dot(delta1, X.T, out=dW1)
     # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
-    np.dot(delta1, np.ones((delta1.shape[1], 1), delta1.dtype), out=db1)
+    ones = np.ones((delta1.shape[1], 1), delta1.dtype)
+    np.dot(delta1, ones, out=db1)
     # W⁽³⁾ ← W⁽³⁾ − α ∂L/∂W⁽³⁾
     dW3 *= learning_rate
     W3 -= dW3
@@ -453,8 +456,8 @@ def train(
             stop = min(start + size, samples)
             if stop - start not in work:
                 work[stop - start] = _work(stop - start, X.dtype)
-            batch = (X_shuffled[:, start:stop], Y_shuffled[:, start:stop])
-            _step(weights, *batch, learning_rate, work[stop - start])
+            XB, YB = X_shuffled[:, start:stop], Y_shuffled[:, start:stop]
+            _step(weights, XB, YB, learning_rate, work[stop - start])
     _still_finite(params, epochs)
     return logged
 

@@ -20,6 +20,8 @@ INPUT, TARGET, PARAM, VALUE, GRADIENT = "input", "target", "param", "value", "gr
 # An optimizer's state, kept from step to step (v, m, the step count t), and what it works out
 # within one step (m̂, v̂): shaped like the parameter, with no column per sample.
 STATE, SCRATCH = "state", "scratch"
+# A dropout mask: a 0/1 array per sample that the caller draws; an input the loss is not differentiated by.
+MASK = "mask"
 
 
 def _str(value: object) -> Str:

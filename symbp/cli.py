@@ -83,6 +83,8 @@ def _network_help() -> str:
     for name in LOSSES:
         loss = get_loss(name)
         needs = f", with a {LOSS_OUTPUTS[name]} output" if name in LOSS_OUTPUTS else ""
+        if name == "hinge":
+            needs = ", with an identity output and one-hot y; t = Σₖ yₖaₖ, the true class's score"
         formula = plain_formula(loss.per_unit).replace(" ", _UNBROKEN)  # wrapped around, never inside
         line = textwrap.fill(f"{name:<{width}}  {loss.title}{needs}: {formula}", _HELP_WIDTH,
                              initial_indent="  ", subsequent_indent=" " * (width + 4))
@@ -108,8 +110,22 @@ def _network_options(parser: argparse.ArgumentParser, required: bool = True) -> 
     parser.add_argument("--l2", default="", metavar="LAMBDA",
                         help="add the weight penalty ½λ Σ‖W‖² (weights, not biases) with this λ, e.g. 0.01")
     parser.add_argument("--op", action="append", default=[], metavar="NAME:LAYER",
-                        help="insert a registered op into a layer (symbp.ops.register), e.g. scale:1; repeatable")
+                        help="insert a registered op into a layer (symbp.ops.register), e.g. batch_norm:1; "
+                             "repeatable")
+    _layer_options(parser)
     _optimizer_options(parser)
+
+
+def _layer_options(parser: argparse.ArgumentParser) -> None:
+    """Normalization and dropout in every hidden layer (one layer: --op batch_norm:1, --op dropout:2)."""
+    parser.add_argument("--batch-norm", action="store_true", default=None,
+                        help="batch normalization after every hidden layer's affine map (γ, β; ε = 1e-5, "
+                             "running mean and variance as torch's BatchNorm1d)")
+    parser.add_argument("--layer-norm", action="store_true", default=None,
+                        help="layer normalization after every hidden layer's affine map (γ, β; ε = 1e-5)")
+    parser.add_argument("--dropout", metavar="P",
+                        help="inverted dropout after every hidden activation, P the probability of dropping a "
+                             "unit (as torch's); with --op dropout:LAYER only in those layers")
 
 
 def _optimizer_options(parser: argparse.ArgumentParser) -> None:
@@ -124,8 +140,10 @@ def _optimizer_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _optimizer(args: argparse.Namespace) -> dict:
-    """The optimizer options as keyword arguments of symbp.derive and symbp.generate."""
-    return {"optimizer": args.optimizer, **{name: getattr(args, name) for name in HYPERPARAMETERS}}
+    """The optimizer and layer options as keyword arguments of symbp.derive and symbp.generate."""
+    layers = {name: getattr(args, name) for name in ("batch_norm", "layer_norm", "dropout")
+              if getattr(args, name, None) is not None}
+    return {"optimizer": args.optimizer, **{name: getattr(args, name) for name in HYPERPARAMETERS}, **layers}
 
 
 def _per_dataset(field: str) -> str:
@@ -196,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", help=f"{', '.join(LOSSES)} (defined below); {_per_dataset('loss')}")
     p.add_argument("--reduction", help=f"{' or '.join(REDUCTIONS)}; {_per_dataset('reduction')}")
     p.add_argument("--l2", metavar="LAMBDA", help="the weight penalty's λ (½λ Σ‖W‖², weights only); default none")
+    _layer_options(p)
     _optimizer_options(p)
     p.add_argument("--module", help="a generated module to train (default: generate one for --layers)")
     p.add_argument("--backend", choices=BACKENDS,
@@ -344,7 +363,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise SpecError(f"--seed must be at least 0, got {args.seed}")
     given = [f"--{name.replace('_', '-')}" for name in ("layers", "activation", "loss", "reduction", "l2",
-                                                        "optimizer", "backend", *HYPERPARAMETERS)
+                                                        "optimizer", "backend", *HYPERPARAMETERS, "batch_norm",
+                                                        "layer_norm", "dropout")
              if getattr(args, name) is not None]
     if args.module and given:
         raise SpecError(f"--module trains the network its header names; drop {' '.join(given)}")
@@ -370,6 +390,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.dtype == "float64" and hasattr(module, "jax"):  # a JAX module computes in float64 in x64 mode only
         module.jax.config.update("jax_enable_x64", True)
     network = "-".join(map(str, module.LAYERS))
+    layers = [*(["batch norm"] if hasattr(module, "BATCH_NORMS") else []),
+              *([f"dropout {module.DROPOUT}"] if hasattr(module, "DROPOUT") else [])]
+    network += f" ({', '.join(layers)})" if layers else ""
     optimizer = f", {module.OPTIMIZER}" if hasattr(module, "OPTIMIZER") else ""
     setting = f"{epochs} epochs{optimizer}, learning rate {learning_rate}"
     if args.seeds is not None:

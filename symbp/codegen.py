@@ -31,12 +31,12 @@ from .algebra import (
     is_sum,
 )
 from .derive import Derivation, alpha, m
-from .ops import fan_in_start
+from .ops import EPSILON, EPSILON_VALUE, BatchNorm, fan_in_start
 from .optimizers import CODE_NAMES
 from .program import Program
 from .version import __version__
 
-_CODE_NAMES = {"y": "Y", "alpha": "learning_rate", "lambda": "L2",
+_CODE_NAMES = {"y": "Y", "alpha": "learning_rate", "lambda": "L2", "varepsilon": "NORM_EPS", "p": "DROPOUT",
                **{symbol.name: name for symbol, name in CODE_NAMES.items()}}
 
 
@@ -69,7 +69,13 @@ class NumpyCodePrinter(NumPyPrinter):
         product = self._print(matrices[0])
         for factor in matrices[1:]:
             product = f"{self._module_format('numpy.dot')}({product}, {self._print(factor)})"
-        return product if coeff == 1 else f"{self._operand(coeff, PRECEDENCE['Mul'])} * {product}"
+        if coeff == 1:
+            return product
+        if coeff.is_Pow and coeff.exp == -1:  # Σ z/m, not 1/m·Σ z
+            return f"{product} / {self._operand(coeff.base, PRECEDENCE['Mul'] + 1)}"
+        if coeff.is_Rational and coeff.p == 1:  # Σ z/3
+            return f"{product} / {coeff.q}"
+        return f"{self._operand(coeff, PRECEDENCE['Mul'])} * {product}"
 
     def _print_logaddexp(self, expr: sp.Function) -> str:
         # A float constant spares NumPy converting a Python int on every call.
@@ -152,9 +158,10 @@ class NumpyCodePrinter(NumPyPrinter):
 
 
 _SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
-_PLAIN_NAMES = {"alpha": "α", "mu": "μ", "beta_1": "β₁", "beta_2": "β₂", "epsilon": "ε", "rho": "ρ",
+_PLAIN_NAMES = {"alpha": "α", "mu": "μ", "varepsilon": "ε", "beta_1": "β₁", "beta_2": "β₂", "epsilon": "ε", "rho": "ρ",
                 "lambda_wd": "λ_wd"}
 _PLAIN_BASES = {"mhat": "m̂", "vhat": "v̂"}  # as SymPy's LaTeX printer reads a name ending in "hat"
+_GREEK_BASES = {"mu": "μ", "sigma^2": "σ²", "xhat": "x̂", "gamma": "γ", "beta": "β"}
 
 
 def _sup(layer: str) -> str:
@@ -184,7 +191,8 @@ class FormulaCommentPrinter(StrPrinter):
             return f"δ{_sup(expr.of.layer)}" if expr.of.base == "z" else f"∂L/∂{self._print(expr.of)}"
         if expr.kind in (STATE, SCRATCH) and expr.of is not None:  # an optimizer's array for θ: v_θ
             return f"{_PLAIN_BASES.get(expr.base, expr.base)}_{self._print(expr.of)}"
-        return f"{expr.base}{_sup(expr.layer)}" if expr.layer else expr.base
+        base = _GREEK_BASES.get(expr.base, expr.base)
+        return f"{base}{_sup(expr.layer)}" if expr.layer else base
 
     def _print_Transpose(self, expr: sp.Transpose) -> str:
         inner = self._print(expr.arg)
@@ -388,6 +396,27 @@ def _tuple(items: tuple, name: str = "") -> str:
     return "(\n" + "".join(f"    {part},\n" for part in parts) + ")"
 
 
+def signature(name: str, arguments: list[str], returns: str) -> str:
+    """``def name(arguments) -> returns:`` as ruff formats it: on one line, or the arguments on one
+    indented line, or one per line."""
+    line = f"def {name}({', '.join(arguments)}) -> {returns}:"
+    if len(line) <= LINE_LENGTH:
+        return line
+    inner = f"    {', '.join(arguments)}"
+    if len(inner) <= LINE_LENGTH:
+        return f"def {name}(\n{inner}\n) -> {returns}:"
+    return f"def {name}(\n" + "".join(f"    {argument},\n" for argument in arguments) + f") -> {returns}:"
+
+
+def return_dict(pairs: list[tuple[str, str]], indent: int = 4) -> str:
+    """``return {"a": b, ...}`` as ruff formats it: on one line, or one entry per line."""
+    pad = " " * indent
+    line = f"{pad}return {{{', '.join(f'{key!r}: {value}'.replace(chr(39), chr(34)) for key, value in pairs)}}}"
+    if len(line) <= LINE_LENGTH:
+        return line
+    return f"{pad}return {{\n" + "".join(f'{pad}    "{key}": {value},\n' for key, value in pairs) + f"{pad}}}"
+
+
 def unpack(names: list[str], source: str, indent: int = 4) -> str:
     """``a, b = source`` as ruff formats it: on one line, or bracketed with one name per line."""
     pad = " " * indent
@@ -421,9 +450,13 @@ def module_context(program: Program, printer: NumpyCodePrinter = _CODE) -> dict:
     weights = [p.name for p in d.params if p.name in used]
 
     loss_code, loss_lines = printer.doprint(d.loss_code), []
+    before_loss = [(s.target.name, printer.doprint(s.equation.rhs)) for s in program.backward
+                   if s.target.name in {e.name for e in d.loss_code.free_symbols}]  # the hinge loss's t
     if not fits("total", f"float(np.sum({loss_code}))"):
         loss_code, loss_lines = "terms", short_assignments("terms", d.loss_code, printer=printer)
-    loss_inputs = sorted(_names_in([d.loss_code]) & set(forward_names))
+    loss_lines = before_loss + loss_lines
+    loss_inputs = sorted(_names_in([d.loss_code, *(s.equation.rhs for s in program.backward
+                                                   if s.target.name in dict(before_loss))]) & set(forward_names))
     f_out = d.activations[-1]
     param_updates = NumpyCodePrinter({d.gradient_of(p).name: f'grads["{p.name}"]' for p in d.params})
     helpers = []
@@ -471,7 +504,37 @@ def module_context(program: Program, printer: NumpyCodePrinter = _CODE) -> dict:
         "weights_literal": _tuple(tuple(W.name for W in d.penalty.params), "WEIGHTS") if d.penalty else "",
         "penalty_formula": _COMMENT.doprint(d.penalty.entry(sp.Symbol("i"))) if d.penalty else "",
         "optimizer": _optimizer_context(program),
+        "uses_m_forward": any(m in s.equation.rhs.free_symbols for s in program.forward),
+        "batch_norms": _batch_norms(d),
+        "dropout": d.spec.dropout if d.masks else "",
+        "mask_names": [mask.name for mask in d.masks],
+        "mask_units": "{" + ", ".join(f"{mask.layer}: {int(mask.rows)}" for mask in d.masks) + "}",
+        "forward_signature": signature("_forward_pass", [
+            "params: Params", "X: Array", *(["training: bool = True"] if _batch_norms(d) else []),
+            *(["masks: Params | None = None"] if d.masks else [])], "Params"),
+        "forward_return": return_dict([(s.target.name, s.target.name) for s in program.forward]),
+        "gradients_return": return_dict([(p.name, f"d{p.name}") for p in d.params]),
+        "batch_norms_literal": _batch_norms_literal(d),
+        "running": {b[key]: b[f"running_{key}"] for b in _batch_norms(d) for key in ("mean", "var")},
+        "norm_eps": EPSILON_VALUE if any(EPSILON in s.equation.rhs.free_symbols for s in program.forward) else "",
     }
+
+
+def _batch_norms_literal(d: Derivation) -> str:
+    """BATCH_NORMS's tuple of (mean, variance, running mean, running variance) names, as ruff writes it."""
+    items = ["(" + ", ".join(f'"{b[key]}"' for key in ("mean", "var", "running_mean", "running_var")) + ")"
+             for b in _batch_norms(d)]
+    text = f"({', '.join(items)}{',' if len(items) == 1 else ''})"
+    if len("BATCH_NORMS = ") + len(text) <= LINE_LENGTH:
+        return text
+    return "(\n" + "".join(f"    {item},\n" for item in items) + ")"
+
+
+def _batch_norms(d: Derivation) -> list[dict]:
+    """Each batch normalization's statistics and the running estimates kept for inference."""
+    return [{"mean": op.mean.name, "var": op.variance.name, "rows": int(op.output.rows),
+             "running_mean": f"running_mean{op.output.layer}", "running_var": f"running_var{op.output.layer}"}
+            for op in d.ops if isinstance(op, BatchNorm)]
 
 
 def _optimizer_context(program: Program) -> dict | None:

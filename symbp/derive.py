@@ -23,6 +23,7 @@ from . import losses
 from .activations import Activation, get_activation
 from .algebra import (
     INPUT,
+    MASK,
     TARGET,
     Elementwise,
     Entry,
@@ -41,6 +42,7 @@ from .ops import (
     Affine,
     Backward,
     Factor,
+    HingeLossOp,
     LossOp,
     Op,
     PenaltyOp,
@@ -128,6 +130,11 @@ class Derivation:
     optimizer: Optimizer | None = None  # None: gradient descent as the tutorial does it
 
     @property
+    def masks(self) -> tuple[Quantity, ...]:
+        """The dropout masks the loss reads, inputs drawn by the caller."""
+        return tuple(x for op in self.ops for x in op.inputs if x.kind == MASK)
+
+    @property
     def output(self) -> Quantity:
         """The network's output a⁽ᴺ⁾ (what the loss reads)."""
         return self.ops[-1].inputs[0]
@@ -155,7 +162,8 @@ def chain(spec: NetworkSpec, activations: tuple[Activation, ...]) -> tuple[tuple
         ops.append(SoftmaxOp(a, (x,), (), "softmax", f) if not f.elementwise else Activate(a, (x,), (), "activation", f))
         x = _insert(ops, a, index, AFTER_ACTIVATION, inserted)
         layers.append(LayerSymbols(index, W, b, z, a, gradient(z), gradient(W), gradient(b)))
-    ops.append(LossOp(Quantity("L", 1, 1, "value", "L"), (x, Y), (), "loss", get_loss(spec.loss), spec.reduction))
+    kind = HingeLossOp if spec.loss == "hinge" else LossOp
+    ops.append(kind(Quantity("L", 1, 1, "value", "L"), (x, Y), (), "loss", get_loss(spec.loss), spec.reduction))
     return tuple(ops), tuple(layers)
 
 
@@ -177,7 +185,7 @@ def derive_spec(spec: NetworkSpec) -> Derivation:
     d = Derivation(spec, activations, get_loss(spec.loss), ops, layers, X, Y)
     d.params = tuple(param for op in ops for param in op.params)
     d.activation_equations = tuple(_activation_equations(f) for f in dict.fromkeys(activations) if f.elementwise)
-    d.forward = tuple(Equation(op.output, op.forward()) for op in ops[:-1])
+    d.forward = tuple(e for op in ops[:-1] for e in op.forward_equations())
     if spec.l2:
         weights = tuple(layer.W for layer in layers)
         d.penalty = PenaltyOp(value("P", "", 1, "P"), (), weights, "weight penalty")
@@ -186,7 +194,7 @@ def derive_spec(spec: NetworkSpec) -> Derivation:
 
     # The chain rule, backwards: ∂L/∂(output of op) → ∂L/∂(its inputs and parameters).
     dl_da = loss_op.gradient()
-    pending = {d.output: Backward(dl_da, dl_da)}
+    pending = {d.output: Backward(dl_da, dl_da, loss_op.before() if isinstance(loss_op, HingeLossOp) else ())}
     backward, gradients = [], []
     for op in reversed(ops[:-1]):
         incoming = pending.pop(op.output)
@@ -202,7 +210,7 @@ def derive_spec(spec: NetworkSpec) -> Derivation:
         for wrt, result in op.backward(upstream).items():
             if wrt in op.params:
                 gradients.append(Equation(gradient(wrt), result.value))
-            elif wrt.kind != INPUT:
+            elif wrt.kind not in (INPUT, MASK):  # masks are drawn, not learned
                 pending[wrt] = result
     if d.penalty is not None:  # the penalty's gradient joins the weights' own: δ aᵀ + λ W
         extra = d.penalty.gradients()
@@ -272,6 +280,8 @@ def _loss_code(d: Derivation) -> sp.Expr:
     out_op = next(op for op in d.ops if op.output == d.output)
     logs = dict(out_op.activation.log_forms) if isinstance(out_op, (Activate, SoftmaxOp)) else {}
     unit = {losses.a: entry(d.output), losses.y: entry(d.Y), act.z: entry(out_op.inputs[0])}
+    if isinstance(d.ops[-1], HingeLossOp):
+        unit[losses.t] = entry(d.ops[-1].named()[0])
     return d.loss.per_unit.subs(logs).subs(unit)
 
 

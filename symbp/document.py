@@ -21,8 +21,8 @@ import sympy as sp
 from .algebra import Partial
 from .derive import Derivation, alpha
 from .files import GENERATED_MARKER
-from .latex import Section, align, inline, latex, numbers, sections
-from .ops import gradient, param, value
+from .latex import Section, align, inline, inserted_ops, latex, numbers, sections
+from .ops import BatchNorm, Dropout, LayerNorm, gradient, param, value
 from .templating import environment, templates_dir
 from .verify import VerifyReport
 from .version import __version__
@@ -192,6 +192,10 @@ def document_context(d: Derivation) -> dict:
         "softmax": not d.activations[-1].elementwise,
         "output_saturates": SLOPE_NOTES.get(d.activations[-1].name) == "saturates",
         "sections": found,
+        "ops": [{"kind": OP_KINDS.get(type(op), "op"),
+                 "layer": op.output.layer, "section": found[f"op:{op.output.name}"],
+                 "title": f"{op.title.capitalize()} in layer {op.output.layer}"} for op in inserted_ops(d)],
+        "dropout": d.spec.dropout,
         "chains": chains,
         "simplified": d.output_delta.simplified is not None and d.activations[-1].elementwise,
         "assumption": d.output_delta.assumption is not None,
@@ -211,6 +215,7 @@ def document_context(d: Derivation) -> dict:
     }
 
 
+OP_KINDS = {BatchNorm: "batch_norm", LayerNorm: "layer_norm", Dropout: "dropout"}  # what the prose says of each
 TORCH_NAMES = {"sgd": "torch.optim.SGD", "momentum": "torch.optim.SGD(momentum=...)",
                "nesterov": "torch.optim.SGD(nesterov=True)", "rmsprop": "torch.optim.RMSprop",
                "adam": "torch.optim.Adam", "adamw": "torch.optim.AdamW"}

@@ -94,7 +94,7 @@ class InPlacePrinter(OperationPrinter):
         # A product with a column of ones: on short rows (small batches) BLAS sums about 4
         # times faster than .sum(axis=1), and as fast on long ones.
         source = op.source.name
-        return [f"np.dot({source}, np.ones(({source}.shape[1], 1), {source}.dtype), out={op.out.name})"]
+        return [f"ones = np.ones(({source}.shape[1], 1), {source}.dtype)", f"np.dot({source}, ones, out={op.out.name})"]
 
     def _print_UnitTotal(self, op: UnitTotal) -> list[str]:
         return [f"{op.source.name}.sum(axis=0, keepdims=True, out={op.out.name})"]

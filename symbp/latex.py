@@ -30,6 +30,7 @@ from .algebra import (
     is_sum,
 )
 from .derive import Derivation, m
+from .ops import Activate, Affine, Op, SoftmaxOp, gradient
 
 _NAMES = {"alpha": r"\alpha", "L": "L", "m": "m"}
 
@@ -81,6 +82,8 @@ class BackpropLatexPrinter(LatexPrinter):
         base = super()._print_Symbol(sp.Symbol(expr.base)) if len(expr.base) > 1 else expr.base
         if expr.kind in (STATE, SCRATCH) and expr.of is not None:  # an optimizer's array for θ: v_θ
             return f"{base}_{{{self._print(expr.of)}}}"
+        if "^" in base and expr.layer:  # σ², braced before its layer: {σ^{2}}^{(1)}
+            base = f"{{{base}}}"
         return f"{base}^{{({expr.layer})}}" if expr.layer else base
 
     def _print_Symbol(self, expr: sp.Symbol, style: str = "plain") -> str:
@@ -93,7 +96,10 @@ class BackpropLatexPrinter(LatexPrinter):
 
     def _print_Indexed(self, expr: sp.Indexed) -> str:
         indices = "".join(self._print(index) for index in expr.indices)
-        return f"{self._print(expr.base)}_{{{indices}}}"
+        base = self._print(expr.base)
+        if r"\frac" in base:  # an entry of ∂L/∂u: (∂L/∂u)_{js}, not a subscript on the fraction
+            base = rf"\left({base}\right)"
+        return f"{base}_{{{indices}}}"
 
     def _print_Mul(self, expr: sp.Mul) -> str:
         """A product in a textbook's order: ½(a − y)², σ(z)(1 − σ(z)), y log a, (a − y)/(a(1 − a)).
@@ -412,16 +418,50 @@ def sections(d: Derivation) -> list[Section]:
         for factor in factors:
             if factor.index_form is not None:
                 lines.append(rf"{latex(factor.index_form.lhs)} &= {latex(factor.index_form.rhs)}")
+                if factor.value == factor.index_form.rhs:  # it couples samples: its own section has the matrix form
+                    continue
             first, *rest = (latex(step) for step in (factor.partial, factor.notation, factor.value) if step is not None)
             lines.append(f"{first} &= " + " = ".join(rest))
         out.append(Section(f"chain:{index}", f"Chain rule for {_plain(rule)}", tuple(lines)))
     if d.output_delta.index_steps:
         out.append(Section("softmax", "Softmax output: the error, unit by unit", _softmax_steps(d)))
+    for op in inserted_ops(d):
+        out.append(Section(f"op:{op.output.name}", f"{op.title.capitalize()}: index form to matrix form",
+                           op_lines(op)))
     out.append(Section("backward", "Backward pass: the errors", _lines(d.backward)))
     out.append(Section("gradients", "Gradients", _lines(d.gradients)))
     out.append(Section("updates", "Updates, with learning rate alpha", _lines(d.updates)))
     out.append(Section("recurrence", "The recurrence for any depth, with a^(0) = X", _lines(d.recurrence)))
     return out
+
+
+def inserted_ops(d: Derivation) -> list[Op]:
+    """The ops between a layer's affine map, its activation and the next layer: normalization, dropout."""
+    return [op for op in d.ops[:-1] if not isinstance(op, (Affine, Activate, SoftmaxOp))]
+
+
+def op_lines(op: Op) -> tuple[str, ...]:
+    """An op's forward map in index form, ∂(output)/∂(input) as SymPy finds it, the vector–Jacobian
+    product ∂L/∂x in index form, and its matrix form."""
+    x = op.inputs[0]
+    lines = []
+    sample = getattr(op, "batch_mean", None) is not None
+    indices = (sp.Symbol("i", integer=True, positive=True),) + ((sp.Symbol("s", integer=True, positive=True),)
+                                                               if sample else ())
+    lines.append(rf"{latex(sp.IndexedBase(op.output)[indices])} &= {latex(op.entry(*indices))}")
+    factor = op.factor(x)
+    if factor.index_form is not None:
+        lines.append(rf"{latex(factor.index_form.lhs)} &= {latex(factor.index_form.rhs)}")
+    result = op.backward(gradient(op.output))[x]
+    if len(result.steps) == 2:  # the sum SymPy did in index form, then what it came to
+        index = sp.Symbol("j", integer=True, positive=True)
+        target = sp.IndexedBase(gradient(x))[(index, sp.Symbol("t", integer=True, positive=True)) if sample else index]
+        lines.append(rf"{latex(target)} &= {latex(result.steps[0])}")
+        lines.append(rf"&= {latex(result.steps[1])}")
+    for equation in result.before:
+        lines.append(rf"{latex(equation.lhs)} &= {latex(equation.rhs)}")
+    lines.append(rf"{latex(gradient(x))} &= {latex(result.value)}")
+    return tuple(lines)
 
 
 def _loss_line(d: Derivation) -> str:

@@ -15,6 +15,7 @@ from .spec import LOSSES, SpecError
 
 a = sp.Symbol("a", real=True)
 y = sp.Symbol("y", real=True)
+t = sp.Symbol("t", real=True)  # the hinge loss's score of the true class, Σₖ yₖaₖ for one-hot y
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ _DEFINITIONS = {
     "half_se": (sp.Rational(1, 2) * (a - y) ** 2, "half the squared error"),
     "bce": (-(y * sp.log(a) + (1 - y) * sp.log(1 - a)), "binary cross-entropy"),
     "cross_entropy": (-y * sp.log(a), "cross-entropy"),
+    # multiclass SVM: Σ_{j ≠ true class} max(0, aⱼ − a_true + 1); with one-hot y, (1 − yⱼ) picks j ≠ true
+    "hinge": ((1 - y) * sp.Max(0, a - t + 1), "multiclass hinge"),
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from .activations import canonical_name, get_activation
 from .ops import REGISTRY
 from .spec import (
@@ -33,10 +35,13 @@ def _checked_activation(text: str) -> str:
 
 def make_spec(layers: str | tuple[int, ...], activation: str = "sigmoid", loss: str = "half_se",
               reduction: str = "sum", ops: tuple[str | tuple[str, int], ...] = (), l2: str | float = "",
-              optimizer: str = "sgd", **hyperparameters: object) -> NetworkSpec:
+              optimizer: str = "sgd", batch_norm: bool = False, layer_norm: bool = False, dropout: str | float = "",
+              **hyperparameters: object) -> NetworkSpec:
     """Build and check a NetworkSpec; ``ops`` names registered ops as ``"NAME:LAYER"`` or (NAME, LAYER);
     ``l2`` is λ of the weight penalty ½λ Σ‖W‖² (a decimal, such as "0.01"); ``optimizer`` and the
-    ``hyperparameters`` (momentum, betas, eps, alpha, weight_decay) are named as in torch.optim."""
+    ``hyperparameters`` (momentum, betas, eps, alpha, weight_decay) are named as in torch.optim.
+    ``batch_norm`` and ``layer_norm`` normalize every hidden layer; ``dropout`` is p, the probability of
+    dropping a unit, on every hidden layer unless ``ops`` names ``dropout:LAYER`` for some."""
     widths = layers_from(layers)
     activation, loss, reduction = (require_text(name, value) for name, value in
                                    (("activation", activation), ("loss", loss), ("reduction", reduction)))
@@ -61,12 +66,24 @@ def make_spec(layers: str | tuple[int, ...], activation: str = "sigmoid", loss: 
         if not 1 <= layer < len(widths):
             raise SpecError(f"bad op {name}:{layer}: layers run from 1 to {len(widths) - 1}")
         inserted.append((name, layer))
+    hidden = range(1, len(widths) - 1)
+    for name, wanted in (("batch_norm", batch_norm), ("layer_norm", layer_norm)):
+        if not isinstance(wanted, bool):
+            raise SpecError(f"bad {name} {wanted!r:.40}: expected True or False")
+        if wanted and not hidden:
+            raise SpecError(f"--{name.replace('_', '-')} normalizes hidden layers, and this network has none")
+        inserted += [(name, layer) for layer in hidden if wanted]
+    rate = parse_decimal("--dropout", dropout, below_one=True) if dropout not in ("", None) else ""
+    if rate and Decimal(rate) == 0:
+        raise SpecError("bad --dropout 0: p is the probability of dropping a unit; leave --dropout out for none")
+    if rate and not any(name == "dropout" for name, _ in inserted):
+        inserted += [("dropout", layer) for layer in hidden]
     penalty = parse_decimal("--l2", l2) if l2 not in ("", None) else "0"
     unknown = sorted(set(hyperparameters) - set(HYPERPARAMETERS))
     if unknown:
         raise SpecError(f"unknown hyperparameter {unknown[0]!r}: choose from {', '.join(HYPERPARAMETERS)}")
     optimizer, settings = parse_optimizer(optimizer, hyperparameters)
     spec = NetworkSpec(widths, names, loss, reduction, tuple(sorted(set(inserted), key=lambda o: (o[1], o[0]))),
-                       "" if penalty == "0" else penalty, optimizer, settings)
+                       "" if penalty == "0" else penalty, optimizer, settings, rate)
     check_combination(spec)
     return spec

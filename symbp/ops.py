@@ -30,7 +30,9 @@ from .activations import a as act_a
 from .activations import z as act_z
 from .algebra import (
     GRADIENT,
+    MASK,
     PARAM,
+    SCRATCH,
     TARGET,
     VALUE,
     Elementwise,
@@ -46,6 +48,7 @@ from .algebra import (
 )
 from .losses import Loss
 from .losses import a as loss_a
+from .losses import t as loss_t
 from .losses import y as loss_y
 
 # Indices: i runs over an op's outputs, j over an input's entries, p and q over a parameter's.
@@ -235,6 +238,10 @@ class Op:
     def forward(self) -> sp.Basic:
         """The output as a matrix formula, recognised from the index form."""
         return lift(self.entry(i), i, self.output.rows)
+
+    def forward_equations(self) -> tuple[Equation, ...]:
+        """The forward pass's equations for this op: its output alone, unless it names steps on the way."""
+        return (Equation(self.output, self.forward()),)
 
     # -- backward -------------------------------------------------------------------------
     def indices(self, wrt: Quantity) -> tuple[sp.Symbol, ...]:
@@ -482,6 +489,54 @@ class LossOp(Op):
         return Factor(Partial(sp.Symbol("L"), wrt), self.gradient())
 
 
+@dataclass(frozen=True)
+class HingeLossOp(LossOp):
+    """L = Σⱼ (1 − yⱼ) max(0, aⱼ − t + 1) with t = Σₖ yₖaₖ, the true class's score (one-hot y):
+    the multiclass SVM loss Σ_{j ≠ true} max(0, aⱼ − a_true + 1). Every unit's term reads t, so
+    ∂L/∂a has a sum over the units per sample; SymPy finds it, and it is named by its definition.
+    """
+
+    def true_score(self, units: sp.Expr) -> sp.Expr:
+        a, y = self.inputs
+        return sp.Sum(self.at(y, r) * self.at(a, r), (r, 1, units))
+
+    def entry(self, index: sp.Symbol, units: sp.Expr | None = None) -> sp.Expr:
+        units = self.inputs[0].rows if units is None else units
+        return super().entry(index, units).subs(loss_t, self.true_score(units))
+
+    def definition(self) -> sp.Expr:
+        return super().definition().subs(loss_t, self.true_score(self.inputs[0].rows))
+
+    def named(self) -> tuple[Quantity, Quantity]:
+        """t (the true class's score) and c (how many classes violate the margin), per sample."""
+        layer = self.inputs[0].layer
+        return value("t", layer, 1, f"t{layer}"), value("c", layer, 1, f"c{layer}")
+
+    def before(self) -> tuple[Equation, ...]:
+        """t = Σ_units y ⊙ a and c = Σ_units (1 − y) ⊙ [a − t + 1 > 0], which ∂L/∂a reads."""
+        a, y = self.inputs
+        score, count = self.named()
+        kink = sp.Heaviside(entry(a) - entry(score) + 1, 0)
+        return (Equation(score, UnitSum(sp.HadamardProduct(y, a))),
+                Equation(count, UnitSum(Elementwise((1 - entry(y)) * kink, a.rows))))
+
+    def gradient(self) -> sp.Basic:
+        """∂L/∂aⱼ by ``sympy.diff`` of the index form, its sums named t and c; the step is 0 at the
+        kink, as relu's (and torch's) is."""
+        a, y = self.inputs
+        units = sp.Symbol("n", integer=True, positive=True)
+        derivative = drop_range_guards(sp.diff(replace(self, reduction="sum").entry(i, units), self.at(a, j)).doit())
+        score, count = (entry(q) for q in self.named())
+        derivative = derivative.replace(lambda e: e == self.true_score(units), lambda e: score)
+        derivative = derivative.replace(sp.Sum, _pull_out)
+        counted = sp.Sum((1 - self.at(y, k)) * sp.Heaviside(self.at(a, k) - score + 1), (k, 1, units))
+        derivative = derivative.xreplace({counted: count})
+        if derivative.has(sp.Sum):
+            raise NotImplementedError(f"no matrix form for {derivative}")
+        scalar = derivative.xreplace(_indexed_at(derivative, j)).replace(sp.Heaviside, lambda x, *h: sp.Heaviside(x, 0))
+        return Elementwise(scalar / m if self.reduction == "mean" else scalar, a.rows)
+
+
 LAMBDA = sp.Symbol("lambda", nonnegative=True)  # λ of the weight penalty
 
 
@@ -512,6 +567,310 @@ class PenaltyOp(Op):
                 raise NotImplementedError(f"no matrix form for {derivative}")
             out[W] = sp.MatMul(coefficient, W)
         return out
+
+
+EPSILON = sp.Symbol("varepsilon", positive=True)  # ε of batch normalization, 1e-5 as torch's
+EPSILON_VALUE = "1e-05"
+s, t, r = sp.symbols("s t r", integer=True, positive=True)  # samples of the batch
+
+
+def statistic(base: str, layer: int | str, rows: int | sp.Expr, name: str) -> Quantity:
+    """One number per unit worked out over the batch (μ⁽ˡ⁾, σ²⁽ˡ⁾, a sum over the samples): no column per sample."""
+    return Quantity(name, rows, 1, SCRATCH, base, layer)
+
+
+def _entries(expr: sp.Expr) -> sp.Expr:
+    """Indexed entries read elementwise: zⱼₜ is the array z, γⱼ the column γ."""
+    return expr.xreplace({x: entry(x.base.label) for x in expr.atoms(sp.Indexed)})
+
+
+@dataclass(frozen=True)
+class BatchNorm(Op):
+    """Batch normalization: uᵢₛ = γᵢ (zᵢₛ − μᵢ)/√(σ²ᵢ + ε) + βᵢ, with μᵢ = Σᵣ zᵢᵣ/m and
+    σ²ᵢ = Σᵣ (zᵢᵣ − μᵢ)²/m over the m samples of the batch.
+
+    Its index form is over the batch, unit i of sample s, because every sample's output reads
+    every sample's input. The backward map is SymPy's ∂L/∂zⱼₜ = Σᵢ Σₛ gᵢₛ ∂uᵢₛ/∂zⱼₜ; the sums
+    over samples it leaves are named as the definitions say (Σᵣ zⱼᵣ = m μⱼ, Σᵣ (zⱼᵣ − μⱼ)² =
+    m σ²ⱼ, zⱼₛ − μⱼ = x̂ⱼₛ √(σ²ⱼ + ε)), and what remains is read as the matrix form.
+    """
+
+    epsilon: sp.Expr = EPSILON
+
+    @property
+    def mean(self) -> Quantity:
+        return statistic("mu", self.output.layer, self.output.rows, f"mu{self.output.layer}")
+
+    @property
+    def variance(self) -> Quantity:
+        return statistic("sigma^2", self.output.layer, self.output.rows, f"var{self.output.layer}")
+
+    @property
+    def normalized(self) -> Quantity:
+        return value("xhat", self.output.layer, self.output.rows)
+
+    def sums(self) -> tuple[Quantity, Quantity]:
+        """Σₛ gₛ and Σₛ gₛ x̂ₛ per unit, which the backward map reads."""
+        layer, rows = self.output.layer, self.output.rows
+        return (statistic("s", f"{layer},1", rows, f"s{layer}_1"), statistic("s", f"{layer},2", rows, f"s{layer}_2"))
+
+    def batch_mean(self, unit: sp.Expr) -> sp.Expr:
+        return sp.Sum(self.at(self.inputs[0], unit, r), (r, 1, m)) / m
+
+    def batch_variance(self, unit: sp.Expr) -> sp.Expr:
+        return sp.Sum((self.at(self.inputs[0], unit, r) - self.batch_mean(unit)) ** 2, (r, 1, m)) / m
+
+    def entry(self, index: sp.Symbol, sample: sp.Symbol = s) -> sp.Expr:
+        (z,), (gamma, beta) = self.inputs, self.params
+        centred = self.at(z, index, sample) - self.batch_mean(index)
+        return self.at(gamma, index) * centred / sp.sqrt(self.batch_variance(index) + self.epsilon) + self.at(beta, index)
+
+    def forward_equations(self) -> tuple[Equation, ...]:
+        """μ, σ² over the batch, x̂ = (z − μ)/√(σ² + ε), then u = γ ⊙ x̂ + β."""
+        (z,), (gamma, beta) = self.inputs, self.params
+        mu, var, xhat = self.mean, self.variance, self.normalized
+        rows = z.rows
+        return (
+            Equation(mu, sp.MatMul(1 / m, SampleSum(z))),
+            Equation(var, sp.MatMul(1 / m, SampleSum(Elementwise((entry(z) - entry(mu)) ** 2, rows)))),
+            Equation(xhat, Elementwise((entry(z) - entry(mu)) / sp.sqrt(entry(var) + self.epsilon), rows)),
+            Equation(self.output, Elementwise(entry(gamma) * entry(xhat) + entry(beta), rows)),
+        )
+
+    def forward(self) -> sp.Basic:
+        return self.forward_equations()[-1].rhs
+
+    def _named(self, upstream: Quantity) -> dict:
+        """The definitions the sums over the batch are named by."""
+        z = self.inputs[0]
+        s1, s2 = self.sums()
+        return {"mu": entry(self.mean), "var": entry(self.variance), "s1": entry(s1), "s2": entry(s2),
+                "g": upstream, "z": z}
+
+    def _total(self, f: sp.Expr, limits: tuple, unit: sp.Symbol, upstream: Quantity) -> sp.Expr:
+        """Σ over the samples, done term by term with the definitions of μ, σ², Σg and Σg x̂."""
+        k, low, high = limits
+        z, xhat = self.inputs[0], self.normalized
+        mu, var = entry(self.mean), entry(self.variance)
+        s1, s2 = (entry(q) for q in self.sums())
+        if f == (self.at(z, unit, k) - mu) ** 2:
+            return m * var
+        known = {sp.Integer(1): m, self.at(z, unit, k): m * mu, self.at(upstream, unit, k): s1,
+                 self.at(upstream, unit, k) * self.at(xhat, unit, k): s2}
+        out = sp.Integer(0)
+        for term in sp.Add.make_args(sp.expand(f)):
+            coefficient, part = term.as_independent(k, as_Add=False)
+            if part in known:
+                out += coefficient * known[part]
+            elif part.has(sp.KroneckerDelta):
+                out += coefficient * drop_range_guards(sp.Sum(part, (k, low, high)).doit())
+            else:
+                raise NotImplementedError(f"no named sum for {part}")
+        return out
+
+    def _over_batch(self, f: sp.Expr, unit: sp.Symbol, upstream: Quantity) -> sp.Expr:
+        return f.replace(sp.Sum, lambda body, limits: self._total(body, limits, unit, upstream))
+
+    def _normalized(self, expr: sp.Expr, unit: sp.Symbol, samples: tuple[sp.Symbol, ...]) -> sp.Expr:
+        """zⱼₛ = μⱼ + √(σ²ⱼ + ε) x̂ⱼₛ, the definition of x̂ read backwards."""
+        z, xhat = self.inputs[0], self.normalized
+        spread = sp.sqrt(entry(self.variance) + self.epsilon)
+        return expr.xreplace({self.at(z, unit, k): entry(self.mean) + spread * self.at(xhat, unit, k) for k in samples})
+
+    def derivative(self, wrt: Quantity) -> sp.Expr:
+        """∂uᵢₛ/∂x by ``sympy.diff`` of the index form (x = zⱼₜ, γⱼ or βⱼ), with i = j: units do not couple."""
+        point = self.at(wrt, j, t) if wrt == self.inputs[0] else self.at(wrt, j)
+        derivative = sp.diff(self.entry(i, s), point)
+        if sp.simplify(derivative.subs(sp.KroneckerDelta(i, j), 0).doit()) != 0:
+            raise NotImplementedError("batch normalization couples units")
+        return derivative.subs(sp.KroneckerDelta(i, j), 1).subs(i, j)
+
+    def backward(self, upstream: sp.Basic) -> dict[Quantity, Backward]:
+        """∂L/∂zⱼₜ = Σₛ gⱼₛ ∂uⱼₛ/∂zⱼₜ and ∂L/∂γⱼ, ∂L/∂βⱼ, derived over the batch (g = ∂L/∂u, stored)."""
+        if not isinstance(upstream, Quantity):
+            raise NotImplementedError("batch normalization reads a stored ∂L/∂u")
+        (z,), (gamma, beta) = self.inputs, self.params
+        xhat, (s1, s2) = self.normalized, self.sums()
+        sums = {entry(s1): SampleSum(upstream), entry(s2): SampleSum(sp.HadamardProduct(upstream, xhat))}
+        out = {}
+        for wrt in (z, gamma, beta):
+            partial = self._over_batch(self.derivative(wrt), j, upstream)
+            summand = self.at(upstream, j, s) * self._normalized(partial, j, (s, t))
+            total = sp.factor(self._total(summand, (s, 1, m), j, upstream))
+            if wrt == z:
+                steps = (sp.Sum(summand, (s, 1, m)), total)
+                before = tuple(Equation(q, sums[entry(q)]) for q in (s1, s2))
+                value_ = Elementwise(_entries(total), z.rows)
+                out[wrt] = Backward(value_, value_, before, steps)
+            elif total in sums:
+                out[wrt] = Backward(sums[total], sums[total])
+            else:
+                raise NotImplementedError(f"no matrix form for {total}")
+        return out
+
+    def factor(self, wrt: Quantity) -> Factor:
+        """∂uᵢₛ/∂zⱼₜ as SymPy finds it (with i = j): every sample t reaches every sample s."""
+        derivative = self._over_batch(self.derivative(wrt), j, gradient(self.output))
+        derivative = sp.factor_terms(self._normalized(derivative, j, (s, t)))
+        index_form = Equation(Partial(self.at(self.output, j, s), self.at(wrt, j, t)), derivative)
+        return Factor(Partial(self.output, wrt), derivative, index_form)
+
+
+def batch_norm(x: Quantity, layer: int) -> BatchNorm:
+    """Batch normalization of layer ``layer``'s pre-activations, with γ⁽ˡ⁾ and β⁽ˡ⁾."""
+    return BatchNorm(value("u", layer, x.rows), (x,), (param("gamma", layer, x.rows, role="gamma"),
+                                                       param("beta", layer, x.rows, role="beta")),
+                     "batch normalization")
+
+
+@dataclass(frozen=True)
+class LayerNorm(Op):
+    """Layer normalization: uᵢ = γᵢ (zᵢ − μ)/√(σ² + ε) + βᵢ, with μ = Σₖ zₖ/n and σ² = Σₖ (zₖ − μ)²/n
+    over the n units of each sample; no running statistics.
+
+    Every unit of a sample reads every other, as in softmax: the backward map is SymPy's
+    ∂L/∂zⱼ = Σᵢ gᵢ ∂uᵢ/∂zⱼ with the sums over the units named by their definitions (Σₖ zₖ = n μ,
+    Σₖ (zₖ − μ)² = n σ², zₖ − μ = x̂ₖ √(σ² + ε)), and what remains read as the matrix form.
+    """
+
+    epsilon: sp.Expr = EPSILON
+
+    @property
+    def units(self) -> sp.Symbol:
+        return sp.Symbol("n", integer=True, positive=True)
+
+    @property
+    def mean(self) -> Quantity:
+        return value("mu", self.output.layer, 1, f"mu{self.output.layer}")
+
+    @property
+    def variance(self) -> Quantity:
+        return value("sigma^2", self.output.layer, 1, f"var{self.output.layer}")
+
+    @property
+    def normalized(self) -> Quantity:
+        return value("xhat", self.output.layer, self.output.rows)
+
+    def sums(self) -> tuple[Quantity, Quantity]:
+        """Σᵢ gᵢγᵢ and Σᵢ gᵢγᵢx̂ᵢ per sample, which the backward map reads."""
+        layer = self.output.layer
+        return (value("s", f"{layer},1", 1, f"s{layer}_1"), value("s", f"{layer},2", 1, f"s{layer}_2"))
+
+    def unit_mean(self, units: sp.Expr) -> sp.Expr:
+        return sp.Sum(self.at(self.inputs[0], k), (k, 1, units)) / units
+
+    def unit_variance(self, units: sp.Expr) -> sp.Expr:
+        return sp.Sum((self.at(self.inputs[0], k) - self.unit_mean(units)) ** 2, (k, 1, units)) / units
+
+    def entry(self, index: sp.Symbol, units: sp.Expr | None = None) -> sp.Expr:
+        (z,), (gamma, beta) = self.inputs, self.params
+        units = self.output.rows if units is None else units
+        centred = self.at(z, index) - self.unit_mean(units)
+        return self.at(gamma, index) * centred / sp.sqrt(self.unit_variance(units) + self.epsilon) + self.at(beta, index)
+
+    def forward_equations(self) -> tuple[Equation, ...]:
+        """μ, σ² over the units of each sample, x̂ = (z − μ)/√(σ² + ε), then u = γ ⊙ x̂ + β."""
+        (z,), (gamma, beta) = self.inputs, self.params
+        mu, var, xhat = self.mean, self.variance, self.normalized
+        rows = z.rows
+        return (
+            Equation(mu, sp.MatMul(sp.Integer(1) / rows, UnitSum(z))),
+            Equation(var, sp.MatMul(sp.Integer(1) / rows, UnitSum(Elementwise((entry(z) - entry(mu)) ** 2, rows)))),
+            Equation(xhat, Elementwise((entry(z) - entry(mu)) / sp.sqrt(entry(var) + self.epsilon), rows)),
+            Equation(self.output, Elementwise(entry(gamma) * entry(xhat) + entry(beta), rows)),
+        )
+
+    def forward(self) -> sp.Basic:
+        return self.forward_equations()[-1].rhs
+
+    def _total(self, f: sp.Expr, limits: tuple, upstream: Quantity) -> sp.Expr:
+        """Σ over the units, term by term, with the definitions of μ, σ², Σgγ and Σgγx̂."""
+        index, low, high = limits
+        z, gamma, xhat = self.inputs[0], self.params[0], self.normalized
+        mu, var = entry(self.mean), entry(self.variance)
+        s1, s2 = (entry(q) for q in self.sums())
+        if f == (self.at(z, index) - mu) ** 2:
+            return self.units * var
+        g = self.at(upstream, index) * self.at(gamma, index)
+        known = {sp.Integer(1): self.units, self.at(z, index): self.units * mu, g: s1, g * self.at(xhat, index): s2}
+        out = sp.Integer(0)
+        for term in sp.Add.make_args(sp.expand(f)):
+            coefficient, part = term.as_independent(index, as_Add=False)
+            if part in known:
+                out += coefficient * known[part]
+            elif part.has(sp.KroneckerDelta):
+                out += coefficient * drop_range_guards(sp.Sum(part, (index, low, high)).doit())
+            else:
+                raise NotImplementedError(f"no named sum for {part}")
+        return out
+
+    def _named(self, expr: sp.Expr, upstream: Quantity) -> sp.Expr:
+        """Sums over the units named, then zₖ = μ + √(σ² + ε) x̂ₖ, the definition of x̂ read backwards."""
+        expr = expr.replace(sp.Sum, lambda body, limits: self._total(body, limits, upstream))
+        z, xhat = self.inputs[0], self.normalized
+        spread = sp.sqrt(entry(self.variance) + self.epsilon)
+        return expr.xreplace({self.at(z, x): entry(self.mean) + spread * self.at(xhat, x) for x in (i, j)})
+
+    def derivative(self, wrt: Quantity) -> sp.Expr:
+        """∂uᵢ/∂x by ``sympy.diff`` of the index form, x = zⱼ, γⱼ or βⱼ."""
+        return sp.diff(self.entry(i, self.units), self.at(wrt, j))
+
+    def backward(self, upstream: sp.Basic) -> dict[Quantity, Backward]:
+        """∂L/∂zⱼ = Σᵢ gᵢ ∂uᵢ/∂zⱼ, and ∂L/∂γ, ∂L/∂β summed over the samples (g = ∂L/∂u, stored)."""
+        if not isinstance(upstream, Quantity):
+            raise NotImplementedError("layer normalization reads a stored ∂L/∂u")
+        (z,), (gamma, beta) = self.inputs, self.params
+        xhat, (s1, s2) = self.normalized, self.sums()
+        g = sp.HadamardProduct(upstream, gamma)
+        sums = {s1: UnitSum(g), s2: UnitSum(sp.HadamardProduct(upstream, gamma, xhat))}
+        out = {}
+        for wrt in (z, gamma, beta):
+            summand = self.at(upstream, i) * self._named(self.derivative(wrt), upstream)
+            total = sp.factor(self._total(summand, (i, 1, self.units), upstream)).subs(self.units, z.rows)
+            if wrt == z:
+                before = tuple(Equation(q, sums[q]) for q in (s1, s2))
+                value_ = Elementwise(_entries(total), z.rows)
+                out[wrt] = Backward(value_, value_, before, (sp.Sum(summand, (i, 1, self.units)), total))
+            else:
+                per_sample = lift(total, j, z.rows)
+                out[wrt] = Backward(SampleSum(per_sample), SampleSum(per_sample))
+        return out
+
+    def factor(self, wrt: Quantity) -> Factor:
+        """∂uᵢ/∂zⱼ as SymPy finds it: every unit of a sample reaches every other."""
+        derivative = self._named(self.derivative(wrt), gradient(self.output))
+        index_form = Equation(Partial(self.at(self.output, i), self.at(wrt, j)), derivative)
+        return Factor(Partial(self.output, wrt), derivative, index_form)
+
+
+def layer_norm(x: Quantity, layer: int) -> LayerNorm:
+    """Layer normalization of layer ``layer``'s pre-activations, with γ⁽ˡ⁾ and β⁽ˡ⁾."""
+    return LayerNorm(value("u", layer, x.rows), (x,), (param("gamma", layer, x.rows, role="gamma"),
+                                                       param("beta", layer, x.rows, role="beta")),
+                     "layer normalization")
+
+
+DROP = sp.Symbol("p", positive=True)  # the probability of dropping a unit, as torch's
+
+
+@dataclass(frozen=True)
+class Dropout(Op):
+    """Inverted dropout: dᵢ = aᵢ Mᵢ/(1 − p), M a 0/1 mask drawn per sample and unit (1 keeps the
+    unit, with probability 1 − p). The mask is an input of the derivation, as X is: the backward
+    map multiplies by the same M/(1 − p). At inference there is no mask: d = a.
+    """
+
+    rate: sp.Expr = DROP
+
+    def entry(self, index: sp.Symbol) -> sp.Expr:
+        a, mask = self.inputs
+        return self.at(a, index) * self.at(mask, index) / (1 - self.rate)
+
+
+def dropout(x: Quantity, layer: int) -> Dropout:
+    """Inverted dropout of layer ``layer``'s activations, with mask M⁽ˡ⁾."""
+    mask = Quantity(f"mask{layer}", x.rows, 1, MASK, "M", layer)
+    return Dropout(value("d", layer, x.rows), (x, mask), (), "dropout")
 
 
 # -- registry of ops a network may insert ------------------------------------------------------
@@ -555,3 +914,8 @@ def fan_in_start(role: str) -> str:
         if role in registration.init:
             return registration.init[role]
     return "zeros"
+
+
+register("batch_norm", batch_norm, AFTER_AFFINE, init={"gamma": "ones", "beta": "zeros"})
+register("layer_norm", layer_norm, AFTER_AFFINE, init={"gamma": "ones", "beta": "zeros"})
+register("dropout", dropout, AFTER_ACTIVATION)

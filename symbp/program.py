@@ -40,8 +40,6 @@ from .algebra import (
 )
 from .derive import Derivation, alpha
 
-MASK = "mask"  # reserved for dropout
-
 
 @dataclass(frozen=True)
 class Buffer:
@@ -197,7 +195,7 @@ class LoweringError(NotImplementedError):
 def lower(d: Derivation) -> Program:
     """The derivation as buffers and steps: forward, backward, gradients, then updates."""
     program = Program(d)
-    for quantity in (d.X, d.Y, *d.params):
+    for quantity in (d.X, d.Y, *d.params, *d.masks):
         program.buffers[quantity.name] = _buffer(quantity)
     program.functions = tuple(Function(f, f.function.code_name, f.code_formula)
                               for f in dict.fromkeys(d.activations) if f.elementwise)
@@ -285,6 +283,8 @@ class _Lowering:
 
     def _MatMul(self, expr: sp.MatMul, out: Buffer) -> list:
         coeff, matrices = expr.as_coeff_matrices()
+        if coeff != 1 and len(matrices) == 1:  # c·(a matrix formula), such as a mean Σ z/m: the formula, then scaled
+            return [*self.into(matrices[0], out), self.apply(out, coeff * entry(_quantity(out)))]
         if coeff != 1 or len(matrices) != 2:
             raise LoweringError(f"no operation computes the product {expr}")
         operations: list = []

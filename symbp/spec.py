@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-LOSSES = ("half_se", "bce", "cross_entropy")
+LOSSES = ("half_se", "bce", "cross_entropy", "hinge")
 REDUCTIONS = ("sum", "mean")
 LOSS_OUTPUTS = {"bce": "sigmoid", "cross_entropy": "softmax"}  # the output layer a loss needs, where it needs one
 MAX_WIDTH = 100_000
@@ -28,6 +28,11 @@ OPTIMIZERS = {
     "adamw": {"betas": "0.9,0.999", "eps": "1e-08", "weight_decay": "0.01"},
 }
 HYPERPARAMETERS = ("momentum", "betas", "eps", "alpha", "weight_decay")  # in the order options() writes them
+
+
+# Ops the command line inserts into every hidden layer with one flag (per layer: --op NAME:LAYER).
+NETWORK_FLAGS = {"batch_norm": "--batch-norm", "layer_norm": "--layer-norm", "dropout": "--dropout"}
+NORMALIZATIONS = ("batch_norm", "layer_norm")
 
 
 class SpecError(ValueError):
@@ -47,6 +52,12 @@ class NetworkSpec:
     optimizer: str = "sgd"
     # (name, canonical text) of the hyperparameters given with values other than their defaults
     hyperparameters: tuple[tuple[str, str], ...] = ()
+    dropout: str = ""  # p, the probability of dropping a unit (as torch's), as the decimal the user wrote
+
+    @property
+    def hidden(self) -> tuple[int, ...]:
+        """The hidden layers, 1 … L − 1: where normalization and dropout go."""
+        return tuple(range(1, self.depth))
 
     @property
     def depth(self) -> int:
@@ -61,7 +72,13 @@ class NetworkSpec:
         if self.reduction != "sum":
             text += f" --reduction {self.reduction}"
         for name, layer in self.ops:
-            text += f" --op {name}:{layer}"
+            if name not in NETWORK_FLAGS or self._layers_of(name) != self.hidden:
+                text += f" --op {name}:{layer}"
+        for name, flag in NETWORK_FLAGS.items():
+            if self._layers_of(name) == self.hidden and self.hidden:
+                text += f" {flag}" + (f" {self.dropout}" if name == "dropout" else "")
+            elif name == "dropout" and self.dropout:
+                text += f" --dropout {self.dropout}"
         if self.l2:
             text += f" --l2 {self.l2}"
         if self.optimizer != "sgd":
@@ -69,6 +86,9 @@ class NetworkSpec:
         for name, value in self.hyperparameters:
             text += f" --{name.replace('_', '-')} {value}"
         return text
+
+    def _layers_of(self, name: str) -> tuple[int, ...]:
+        return tuple(layer for op, layer in self.ops if op == name)
 
     @property
     def plain_sgd(self) -> bool:
@@ -176,6 +196,20 @@ def check_combination(spec: NetworkSpec) -> None:
                         "use --loss cross_entropy with softmax, or a sigmoid output with bce")
     if spec.loss == "bce" and output != LOSS_OUTPUTS["bce"]:
         raise SpecError(f"loss bce needs outputs in (0, 1): a sigmoid output layer, not {output}")
+    if spec.loss == "hinge" and output != "identity":
+        raise SpecError(f"loss hinge scores the output layer's values as they are: use an identity output, not {output}")
+    if spec.loss == "hinge" and spec.layers[-1] < 2:
+        raise SpecError("loss hinge compares the true class's score with the others: it needs 2 or more outputs")
+    for name, layer in spec.ops:
+        if name in NETWORK_FLAGS and layer == spec.depth:
+            raise SpecError(f"{name} goes into hidden layers, and layer {layer} is the output layer")
+        if name == "dropout" and not spec.dropout:
+            raise SpecError(f"dropout:{layer} needs its probability: add --dropout P, e.g. --dropout 0.5")
+    for layer in spec.hidden:
+        if all((name, layer) in spec.ops for name in NORMALIZATIONS):
+            raise SpecError(f"layer {layer} has both batch_norm and layer_norm: choose one normalization")
+    if spec.dropout and "dropout" not in {name for name, _ in spec.ops}:
+        raise SpecError("--dropout drops hidden units, and this network has no hidden layer")
 
 
 def parse_op(text: str) -> tuple[str, int]:

@@ -24,6 +24,7 @@ from .activations import ActivationBase
 from .algebra import Elementwise, SampleSum, Softmax, UnitSum
 from .budget import OverBudget, within
 from .derive import Derivation, m
+from .ops import DROP, EPSILON, EPSILON_VALUE
 
 MAX_PROOF_PARAMS = 200
 MAX_PROOF_DEPTH = 8  # the expanded loss nests one activation per layer
@@ -104,6 +105,11 @@ def explicit_environment(d: Derivation, samples: int) -> dict[str, sp.Matrix]:
     env[m.name] = sp.Integer(samples)
     if d.penalty is not None:
         env[d.penalty.strength.name] = sp.Rational(d.spec.l2)
+    env[EPSILON.name] = sp.Rational(EPSILON_VALUE)
+    for mask in d.masks:  # a fixed 0/1 pattern that keeps some units and drops others
+        env[mask.name] = sp.Matrix(mask.rows, samples, lambda i, k: sp.Integer(int((i + 2 * k) % 3 != 0)))
+    if d.masks:
+        env[DROP.name] = sp.Rational(d.spec.dropout)
     return env
 
 
@@ -123,6 +129,11 @@ def _(expr: sp.MatrixSymbol, env: dict) -> sp.Matrix:
 @evaluate.register
 def _(expr: sp.Symbol, env: dict) -> sp.Expr:
     return env[expr.name]
+
+
+@evaluate.register
+def _(expr: sp.Pow, env: dict) -> sp.Expr:
+    return expr.xreplace({s: env[s.name] for s in expr.free_symbols})  # 1/m before a sum over the samples
 
 
 @evaluate.register
@@ -278,7 +289,9 @@ def _explicit_loss(d: Derivation, env: dict) -> sp.Expr:
     """L = Σ over samples and output units of ℓ, straight from the loss's formula and the forward
     pass; with --l2, plus ½λ times the sum of the squares of every weight entry."""
     out, target = env[d.output.name], env[d.Y.name]
-    total = sum(d.loss.per_unit.subs({losses.a: out[i, k], losses.y: target[i, k]})
+    # the hinge loss's t, the true class's score Σᵢ yᵢaᵢ of each sample
+    scores = [sum(target[i, k] * out[i, k] for i in range(out.rows)) for k in range(out.cols)]
+    total = sum(d.loss.per_unit.subs({losses.a: out[i, k], losses.y: target[i, k], losses.t: scores[k]})
                 for i in range(out.rows) for k in range(out.cols))
     total = total / out.cols if d.spec.reduction == "mean" else total
     if d.penalty is not None:

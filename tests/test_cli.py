@@ -107,7 +107,7 @@ def test_train_runs_a_given_module():
     (["derive", "--layers", "2-x-1"], "'x'"),
     (["derive", "--layers", "3"], "at least an input and an output"),
     (["derive", "--layers", "2-2-1", "--activation", "swish"], "unknown activation 'swish'"),
-    (["derive", "--layers", "2-2-1", "--loss", "hinge"], "unknown loss 'hinge'"),
+    (["derive", "--layers", "2-2-1", "--loss", "squared_hinge"], "unknown loss 'squared_hinge'"),
     (["derive", "--layers", "2-2-2-1", "--activation", "tanh,sigmoid"], "2 activations for 3 layers"),
     (["generate", "--layers", "2-2-1", "-o", "/nonexistent-folder/x.py"], "does not exist"),
     (["train", "--epochs", "0"], "--epochs"),
