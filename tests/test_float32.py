@@ -30,8 +30,8 @@ def _backends():
     return found
 
 
-@pytest.mark.parametrize("backend", _backends())
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize(("backend", "optimizer"), [(b, o) for b, o in (("numpy", "adam"), ("numpy", "sgd"),
+                                                                        ("numba", "adam")) if b in _backends()])
 def test_float32_training_stays_float32_in_the_callers_arrays(backend, optimizer):
     module = module_for(symbp.generate(*NETWORK, backend=backend, optimizer=optimizer))
     X, Y = _data()
