@@ -411,29 +411,19 @@ def _step(
     b1 -= db1
 
 
-def train(
+def _in_place_epochs(
     params: Params,
     X: Array,
     Y: Array,
     epochs: int,
     learning_rate: float,
-    log_every: int | None = 1000,
-    batch_size: int | None = None,
-    rng: "np.random.Generator | int | None" = None,  # quoted: np.random loads lazily
+    log_every: int | None,
+    size: int,
+    generator: "np.random.Generator",
 ) -> list[float]:
-    """Gradient descent; returns the loss on all of X before every ``log_every``-th epoch
-    (none with ``log_every=None``, which spares a forward pass over all of X).
-
-    With ``batch_size``, each epoch shuffles the samples (with ``rng``, a Generator or a
-    seed) and takes one step per batch of that many (mini-batch SGD); without, one step
-    on the whole batch. Parameters change in place. Each step is ``_step``, which
-    allocates nothing large.
-    """
-    _settings(epochs, learning_rate, log_every, batch_size)
-    X, Y = _checked(params, X, Y)
+    """``epochs`` epochs of ``_step`` on checked inputs, in batches of ``size`` shuffled by
+    ``generator``; returns the loss before every ``log_every``-th epoch."""
     samples = X.shape[1]
-    size = samples if batch_size is None else min(batch_size, samples)
-    generator = np.random.default_rng(rng)
     weights = tuple(params[name] for name in PARAM_NAMES)
     # one set of work arrays for the batch size, and one for a last, shorter batch if any
     work = {size: _work(size, X.dtype)}
@@ -458,6 +448,35 @@ def train(
                 work[stop - start] = _work(stop - start, X.dtype)
             XB, YB = X_shuffled[:, start:stop], Y_shuffled[:, start:stop]
             _step(weights, XB, YB, learning_rate, work[stop - start])
+    return logged
+
+
+def train(
+    params: Params,
+    X: Array,
+    Y: Array,
+    epochs: int,
+    learning_rate: float,
+    log_every: int | None = 1000,
+    batch_size: int | None = None,
+    rng: "np.random.Generator | int | None" = None,  # quoted: np.random loads lazily
+) -> list[float]:
+    """Gradient descent; returns the loss on all of X before every ``log_every``-th epoch
+    (none with ``log_every=None``, which spares a forward pass over all of X).
+
+    With ``batch_size``, each epoch shuffles the samples (with ``rng``, a Generator or a
+    seed) and takes one step per batch of that many (mini-batch SGD); without, one step
+    on the whole batch. Parameters change in place. Each step is ``_step``, which
+    allocates nothing large.
+    """
+    _settings(epochs, learning_rate, log_every, batch_size)
+    X, Y = _checked(params, X, Y)
+    samples = X.shape[1]
+    size = samples if batch_size is None else min(batch_size, samples)
+    generator = np.random.default_rng(rng)
+    logged = _in_place_epochs(
+        params, X, Y, epochs, learning_rate, log_every, size, generator
+    )
     _still_finite(params, epochs)
     return logged
 

@@ -34,9 +34,10 @@ def render_module(d: Derivation, backend: str = "numpy") -> str:
     elif backend == "jax":
         context["options"] += f" --backend {backend}"
         context.update(jax_context(program))
-    else:
+    else:  # the compiled loops, and the in-place NumPy step for the calls where it is faster
         context["options"] += f" --backend {backend}"
         context["kernel"] = kernel_context(program)
+        context.update(numpy_context(program))
     return environment().get_template(f"{backend}_module.py.j2").render(**context)
 
 
