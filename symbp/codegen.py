@@ -374,10 +374,12 @@ def short_assignments(target: str, expr: sp.Expr, indent: int = BODY_INDENT,
         return lines + short_assignments(target, reduced, indent, printer)
     if isinstance(expr, sp.Mul):  # the longest factor gets its own line
         factor = max(expr.args, key=lambda arg: len(printer.doprint(arg)))
+        # a long denominator (a power of a sum) gets its line as that sum: still a division
+        part = factor.base if factor.is_Pow and factor.base.is_Add else factor
         name = sp.Symbol(f"{target}_factor", real=True)
-        if factor.is_Add:
-            return [*short_assignments(name.name, factor, indent, printer),
-                    *short_assignments(target, expr.xreplace({factor: name}), indent, printer)]
+        if part.is_Add:
+            return [*short_assignments(name.name, part, indent, printer),
+                    *short_assignments(target, expr.xreplace({part: name}), indent, printer)]
     terms = sp.Add.make_args(expr)
     if len(terms) == 1:
         return [(target, code)]  # one indivisible term: left to the reader's line length

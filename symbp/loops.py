@@ -275,8 +275,12 @@ def _applied_at_once(program: Program) -> dict[str, Descend]:
     return applied
 
 
-def kernel_context(program: Program) -> dict:
-    """What templates/numba_module.py.j2 needs: compiled activations, work arrays, the steps' loops."""
+def kernel_context(program: Program, batch_norms: list[dict] | None = None) -> dict:
+    """What templates/numba_module.py.j2 needs: compiled activations, work arrays, the steps' loops.
+
+    ``batch_norms`` (the module context's) adds, after each step's loops, the moves of the
+    running mean and variance that the NumPy ``train`` makes in ``_update_running``.
+    """
     printer = LoopPrinter(program)
     scalars = [{"name": f.name, "formula": f"{f.activation.function.unicode_symbol}(z)",
                 "lines": short_assignments("value", compiled_form(f.activation), 4, ScalarPrinter())}
@@ -297,7 +301,20 @@ def kernel_context(program: Program) -> dict:
     used = {name for step in program.steps for op in step.operations for name in _buffers_read_or_written(op)}
     used -= set(printer.applied)
     state = [b.name for b in program.buffers.values() if b.role == STATE]
-    return {"scalars": scalars, "steps": steps, "work": [b for b in program.work if b.name in used], "state": state}
+    running = [line for b in batch_norms or [] for line in _running_lines(b)]
+    return {"scalars": scalars, "steps": steps, "work": [b for b in program.work if b.name in used], "state": state,
+            "running": running, "masks": [mask.name for mask in program.derivation.masks]}
+
+
+def _running_lines(b: dict) -> list[str]:
+    """One batch norm's running estimates moved towards this batch's, in ``_update_running``'s
+    order of operations: × (1 − momentum), then + momentum × the batch's (variance unbiased)."""
+    return _rows(b["rows"], [
+        f"{b['running_mean']}[i, 0] *= 1 - BN_MOMENTUM",
+        f"{b['running_mean']}[i, 0] += BN_MOMENTUM * {b['mean']}[i, 0]",
+        f"{b['running_var']}[i, 0] *= 1 - BN_MOMENTUM",
+        f"{b['running_var']}[i, 0] += BN_MOMENTUM * {b['var']}[i, 0] * m / (m - 1)",
+    ])
 
 
 def _buffers_read_or_written(op: object) -> set[str]:

@@ -13,7 +13,6 @@ from .spec import SpecError
 from .templating import environment
 
 BACKENDS = ("numpy", "numba", "jax")
-NUMPY_ONLY = ("batch_norm", "dropout")  # ops the numba kernel does not loop over yet
 NOT_IN_JAX = ("batch_norm", "layer_norm", "dropout", "hinge")  # ops and losses the JAX printer lacks yet
 
 
@@ -21,9 +20,6 @@ def render_module(d: Derivation, backend: str = "numpy") -> str:
     """The generated module's source: NumPy only, with a training loop numba compiles, or in JAX."""
     if backend not in BACKENDS:
         raise SpecError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    unsupported = sorted({name for name, _ in d.spec.ops if name in NUMPY_ONLY})
-    if backend == "numba" and unsupported:
-        raise SpecError(f"the numba backend has no {' or '.join(unsupported)} yet: use --backend numpy")
     missing = sorted({name for name, _ in d.spec.ops if name in NOT_IN_JAX} | ({d.spec.loss} & set(NOT_IN_JAX)))
     if backend == "jax" and missing:
         raise SpecError(f"the jax backend has no {' or '.join(missing)} yet: use --backend numpy")
@@ -36,7 +32,7 @@ def render_module(d: Derivation, backend: str = "numpy") -> str:
         context.update(jax_context(program))
     else:  # the compiled loops, and the in-place NumPy step for the calls where it is faster
         context["options"] += f" --backend {backend}"
-        context["kernel"] = kernel_context(program)
+        context["kernel"] = kernel_context(program, context["batch_norms"])
         context.update(numpy_context(program))
     return environment().get_template(f"{backend}_module.py.j2").render(**context)
 

@@ -202,6 +202,12 @@ def test_generated_modules_are_lint_clean(tmp_path):
     for index, network in enumerate(varied):
         paths.append(tmp_path / f"varied{index}.py")
         symbp.generate(*network, output=paths[-1])
+    # The numba kernel with batch norm's running estimates, dropout's masks and Adam's state;
+    # Adam's update of γ and β is a long line to split.
+    for index, ops in enumerate((["batch_norm:1"], ["batch_norm:1", "dropout:1", "dropout:2"])):
+        paths.append(tmp_path / f"numba{index}.py")
+        symbp.generate("3-4-3-2", "tanh,relu,identity", "half_se", ops=ops, dropout="0.25" if index else "",
+                       optimizer="adam", backend="numba", output=paths[-1])
     for command in (["check", "--no-cache", "--isolated"], ["format", "--check", "--no-cache", "--isolated"]):
         result = subprocess.run([sys.executable, "-m", "ruff", *command, *map(str, GENERATED + paths)],
                                 capture_output=True, text=True, check=False)

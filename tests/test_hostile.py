@@ -102,7 +102,6 @@ CASES = [
     (["derive", "--layers", "2-3-1", "--dropout", "0"], "leave --dropout out"),
     (["derive", "--layers", "2-3-1", "--dropout", "-0.5"], "--dropout"),
     (["derive", "--layers", "4-1", "--dropout", "0.5"], "no hidden layer"),
-    (["generate", "--layers", "2-3-1", "--dropout", "0.5", "--backend", "numba", "-o", "n.py"], "numba"),
     # the proof
     (["derive", "--layers", DEEP, "--verify"], "too deep"),
     (["derive", "--layers", "2-20-20-1", "--verify"], "too many"),

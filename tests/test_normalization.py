@@ -359,20 +359,51 @@ def test_gamma_and_beta_train_with_an_optimizer_as_torch_optim_does():
         np.testing.assert_allclose(stepped[name], params[name], rtol=1e-12, atol=noise, err_msg=name)
 
 
-def test_layer_norm_in_the_numba_kernel_equals_numpy(tmp_path):
-    """numba loops over the same program: full batch and mini-batches equal the NumPy backend to 1e-12."""
+def numba_and_numpy(tmp_path, name, network):
+    """The network's numba module (compiled on first use) and its NumPy module."""
     import importlib.util
     import os
 
     if not os.environ.get("CI") and importlib.util.find_spec("numba") is None:
         pytest.skip("the numba backend needs the fast extra: pip install .[fast]")
-    network = {"layers": "3-4-2", "activation": "tanh,sigmoid", "loss": "half_se", "layer_norm": True}
-    reference = module_for(symbp.generate(**network))
-    path = tmp_path / "layer_norm_numba.py"
+    path = tmp_path / f"{name}.py"
     symbp.generate(**network, backend="numba", output=path)
-    spec = importlib.util.spec_from_file_location("layer_norm_numba", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     compiled = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(compiled)
+    return compiled, module_for(symbp.generate(**network))
+
+
+def noise(name, optimizer):
+    """The bias before batch norm has gradient 0 exactly, so both backends hold rounding noise
+    there, which Adam divides by its own size: b1 (and μ⁽¹⁾, which holds it) drift by noise."""
+    return 1e-8 if optimizer and (name in ("b1", "running_mean1") or name.endswith("_b1")) else 1e-14
+
+
+def assert_numba_trains_as_numpy(compiled, reference, X, Y, optimizer=False):
+    """Full batch (log_every epochs per kernel call) and mini-batches with a short last batch:
+    the logged losses, the parameters, the running estimates (and the optimizer's state) equal
+    the NumPy backend's to 1e-12; both take their shuffles and dropout masks from the same rng."""
+    for options in ({"log_every": 5, "rng": 2}, {"batch_size": 4, "rng": 3}):
+        expected, got = reference.init_params(1), compiled.init_params(1)
+        kept = {"state": reference.init_state(expected)} if optimizer else {}
+        state = {"state": compiled.init_state(got)} if optimizer else {}
+        assert reference.train(expected, X, Y, 12, 0.1, **options, **kept) == pytest.approx(
+            compiled.train(got, X, Y, 12, 0.1, **options, **state), rel=1e-12)
+        assert set(got) == set(expected)
+        for name in expected:
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-12, atol=noise(name, optimizer),
+                                       err_msg=name)
+        for name in kept.get("state", {}):
+            np.testing.assert_allclose(state["state"][name], kept["state"][name], rtol=1e-12,
+                                       atol=noise(name, optimizer), err_msg=name)
+        assert not np.all(got["running_mean1"] == 0)  # the kernel moved the running estimates
+
+
+def test_layer_norm_in_the_numba_kernel_equals_numpy(tmp_path):
+    """numba loops over the same program: full batch and mini-batches equal the NumPy backend to 1e-12."""
+    network = {"layers": "3-4-2", "activation": "tanh,sigmoid", "loss": "half_se", "layer_norm": True}
+    compiled, reference = numba_and_numpy(tmp_path, "layer_norm_numba", network)
     rng = np.random.default_rng(0)
     X, Y = rng.standard_normal((3, 9)), rng.uniform(0, 1, (2, 9))
     for options in ({"log_every": 5}, {"batch_size": 4, "rng": 3}):
@@ -381,3 +412,38 @@ def test_layer_norm_in_the_numba_kernel_equals_numpy(tmp_path):
             compiled.train(got, X, Y, 12, 0.1, **options), rel=1e-12)
         for name in expected:
             np.testing.assert_allclose(got[name], expected[name], rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def test_batch_norm_in_the_numba_kernel_equals_numpy_with_its_running_statistics(tmp_path):
+    """Batch norm alone, with Adam: several epochs per kernel call, the running estimates moved in it."""
+    network = {"layers": "3-4-2", "activation": "tanh,sigmoid", "loss": "half_se", "batch_norm": True,
+               "optimizer": "adam"}
+    compiled, reference = numba_and_numpy(tmp_path, "batch_norm_numba", network)
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((3, 10)), rng.uniform(0, 1, (2, 10))
+    assert_numba_trains_as_numpy(compiled, reference, X, Y, optimizer=True)
+    # A batch of one sample has no variance: refused before any step (10 = 3 + 3 + 3 + 1).
+    params = compiled.init_params(1)
+    start = {name: value.copy() for name, value in params.items()}
+    with pytest.raises(ValueError, match="2 or more samples per batch"):
+        compiled.train(params, X, Y, 2, 0.1, batch_size=3)
+    assert all(np.array_equal(params[name], start[name]) for name in start)
+    with pytest.raises(ValueError, match="2 or more samples per batch"):
+        reference.train(reference.init_params(1), X, Y, 2, 0.1, batch_size=3)
+
+
+def test_batch_norm_and_dropout_in_the_numba_kernel_equal_numpy(tmp_path):
+    """Layer 1 batch-normalized and dropped out, layer 2 dropped out only: the masks are drawn
+    from train's rng as the NumPy train draws them, one kernel call per step."""
+    network = {"layers": "3-4-3-2", "activation": "tanh,relu,sigmoid", "loss": "half_se", "dropout": "0.25",
+               "ops": ["batch_norm:1", "dropout:1", "dropout:2"]}
+    compiled, reference = numba_and_numpy(tmp_path, "batch_norm_dropout_numba", network)
+    assert compiled.MASK_UNITS == {1: 4, 2: 3} and compiled.BATCH_NORMS == reference.BATCH_NORMS
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((3, 10)), rng.uniform(0, 1, (2, 10))
+    assert_numba_trains_as_numpy(compiled, reference, X, Y)
+    # Other draws give other weights: the masks matter, so agreeing above is not by chance.
+    first, second = compiled.init_params(1), compiled.init_params(1)
+    compiled.train(first, X, Y, 3, 0.1, rng=2)
+    compiled.train(second, X, Y, 3, 0.1, rng=5)
+    assert not np.allclose(first["W1"], second["W1"])
