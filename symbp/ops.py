@@ -584,6 +584,22 @@ def _entries(expr: sp.Expr) -> sp.Expr:
     return expr.xreplace({x: entry(x.base.label) for x in expr.atoms(sp.Indexed)})
 
 
+def _named_sum(f: sp.Expr, limits: tuple, known: dict) -> sp.Expr:
+    """Σ f over ``limits``, term by term: a term whose sum has a name (Σzₖ = mμ, Σgₖ = s₁, …) is
+    replaced by it, a Kronecker bracket is summed away, and anything else is an error."""
+    index = limits[0]
+    out = sp.Integer(0)
+    for term in sp.Add.make_args(sp.expand(f)):
+        coefficient, part = term.as_independent(index, as_Add=False)
+        if part in known:
+            out += coefficient * known[part]
+        elif part.has(sp.KroneckerDelta):
+            out += coefficient * drop_range_guards(sp.Sum(part, limits).doit())
+        else:
+            raise NotImplementedError(f"no named sum for {part}")
+    return out
+
+
 @dataclass(frozen=True)
 class BatchNorm(Op):
     """Batch normalization: uᵢₛ = γᵢ (zᵢₛ − μᵢ)/√(σ²ᵢ + ε) + βᵢ, with μᵢ = Σᵣ zᵢᵣ/m and
@@ -657,16 +673,7 @@ class BatchNorm(Op):
             return m * var
         known = {sp.Integer(1): m, self.at(z, unit, k): m * mu, self.at(upstream, unit, k): s1,
                  self.at(upstream, unit, k) * self.at(xhat, unit, k): s2}
-        out = sp.Integer(0)
-        for term in sp.Add.make_args(sp.expand(f)):
-            coefficient, part = term.as_independent(k, as_Add=False)
-            if part in known:
-                out += coefficient * known[part]
-            elif part.has(sp.KroneckerDelta):
-                out += coefficient * drop_range_guards(sp.Sum(part, (k, low, high)).doit())
-            else:
-                raise NotImplementedError(f"no named sum for {part}")
-        return out
+        return _named_sum(f, (k, low, high), known)
 
     def _over_batch(self, f: sp.Expr, unit: sp.Symbol, upstream: Quantity) -> sp.Expr:
         return f.replace(sp.Sum, lambda body, limits: self._total(body, limits, unit, upstream))
@@ -793,16 +800,7 @@ class LayerNorm(Op):
             return self.units * var
         g = self.at(upstream, index) * self.at(gamma, index)
         known = {sp.Integer(1): self.units, self.at(z, index): self.units * mu, g: s1, g * self.at(xhat, index): s2}
-        out = sp.Integer(0)
-        for term in sp.Add.make_args(sp.expand(f)):
-            coefficient, part = term.as_independent(index, as_Add=False)
-            if part in known:
-                out += coefficient * known[part]
-            elif part.has(sp.KroneckerDelta):
-                out += coefficient * drop_range_guards(sp.Sum(part, (index, low, high)).doit())
-            else:
-                raise NotImplementedError(f"no named sum for {part}")
-        return out
+        return _named_sum(f, (index, low, high), known)
 
     def _named(self, expr: sp.Expr, upstream: Quantity) -> sp.Expr:
         """Sums over the units named, then zₖ = μ + √(σ² + ε) x̂ₖ, the definition of x̂ read backwards."""
