@@ -3,6 +3,7 @@ against PyTorch's BatchNorm1d (training mode, float64) for gradients and running
 
 import numpy as np
 import pytest
+from test_torch_oracle import output_loss as torch_loss
 from test_torch_oracle import targets, torch_activation
 
 import symbp
@@ -88,17 +89,6 @@ def torch_network(params, activations, normalized, kind="batch_norm", masks=None
         return a.T
 
     return forward, weights, layers
-
-
-def torch_loss(a, Y, loss, reduction):
-    y = torch.tensor(Y)
-    if loss == "half_se":
-        total = 0.5 * torch.sum((a - y) ** 2)
-    elif loss == "bce":
-        total = -torch.sum(y * torch.log(a) + (1 - y) * torch.log(1 - a))
-    else:
-        total = -torch.sum(y * torch.log(a))
-    return total / Y.shape[1] if reduction == "mean" else total
 
 
 def torch_gradients(forward, weights, norms, X, Y, loss, reduction):

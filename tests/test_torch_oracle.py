@@ -45,6 +45,11 @@ def torch_loss(params, X, Y, activations, loss, reduction):
     depth = len(activations)
     for index in range(1, depth + 1):
         a = torch_activation(activations[index - 1])(params[f"W{index}"] @ a + params[f"b{index}"])
+    return output_loss(a, Y, loss, reduction)
+
+
+def output_loss(a, Y, loss, reduction):
+    """The loss of outputs ``a`` (a torch tensor) for targets Y, summed or averaged over the samples."""
     y = torch.tensor(Y)
     if loss == "half_se":
         total = 0.5 * torch.sum((a - y) ** 2)
@@ -52,7 +57,7 @@ def torch_loss(params, X, Y, activations, loss, reduction):
         total = -torch.sum(y * torch.log(a) + (1 - y) * torch.log(1 - a))
     else:
         total = -torch.sum(y * torch.log(a))
-    return total / X.shape[1] if reduction == "mean" else total
+    return total / Y.shape[1] if reduction == "mean" else total
 
 
 def check_against_torch(layers, activation, loss, reduction, seed):
