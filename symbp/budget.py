@@ -12,7 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -55,6 +55,65 @@ def within(function: Callable[..., T], *args: object, seconds: float | None = No
     if not ok:
         raise value
     return value
+
+
+def within_each(function: Callable[[object], T], items: Sequence[object],
+                seconds: float | None = None) -> Iterator[T | OverBudget]:
+    """``function(item)`` for each item, in order, each within its own ``seconds``.
+
+    One child computes them one after another and sends each result as it is done, so a long
+    list costs one fork rather than one per item. An item past its budget yields OverBudget (and
+    a failed item its exception); the child is then stopped and a new one goes on with the rest.
+    """
+    limit = SECONDS if seconds is None else seconds
+    if "fork" not in multiprocessing.get_all_start_methods():
+        for item in items:
+            try:
+                value = function(item)
+            except Exception as error:  # noqa: BLE001 -- handed to the caller, as the child's are
+                value = error
+            yield value
+        return
+    context = multiprocessing.get_context("fork")
+    start = 0
+    while start < len(items):
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(target=_run_each, args=(function, items[start:], sender), daemon=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            child.start()
+        sender.close()
+        try:
+            while start < len(items):
+                try:
+                    if not receiver.poll(limit):
+                        raise OverBudget(f"gave up after {limit:g} s")
+                    ok, value = receiver.recv()
+                except EOFError:
+                    value, ok = OverBudget("the computation failed"), False
+                except OverBudget as error:
+                    value, ok = error, False
+                start += 1
+                yield value
+                if not ok and isinstance(value, OverBudget):
+                    break  # this child is stuck or gone: a fresh one takes the next item
+        finally:
+            child.kill()
+            child.join()
+            receiver.close()
+
+
+def _run_each(function: Callable, items: Sequence[object], sender) -> None:
+    for item in items:
+        try:
+            result = (True, function(item))
+        except Exception as error:  # noqa: BLE001 -- whatever went wrong is the parent's to raise
+            result = (False, error)
+        try:
+            sender.send(result)
+        except Exception as error:  # noqa: BLE001 -- a result that does not pickle
+            sender.send((False, RuntimeError(f"unpicklable result: {error}")))
+    sender.close()
 
 
 def _run(function: Callable, args: tuple, sender) -> None:

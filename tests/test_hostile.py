@@ -325,3 +325,21 @@ def test_a_signal_during_train_is_a_short_exit(sig, status, message, tmp_path):
     assert "Traceback" not in err
     assert err.strip() == message
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+
+
+def _settle(seconds: float) -> float:
+    """Sleeps, or raises for a negative time: the items of the budget test below."""
+    if seconds < 0:
+        raise ValueError("negative")
+    time.sleep(seconds)
+    return seconds
+
+
+def test_each_item_has_its_own_budget_and_a_slow_one_does_not_stop_the_rest():
+    from symbp.budget import OverBudget, within_each
+
+    start = time.monotonic()
+    results = list(within_each(_settle, [0.0, 30.0, -1.0, 0.01], seconds=1.0))
+    assert time.monotonic() - start < 10
+    assert results[0] == 0.0 and results[3] == 0.01
+    assert isinstance(results[1], OverBudget) and isinstance(results[2], ValueError)
