@@ -230,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="initial weights, batches and the test split")
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"),
                    help="the precision training computes in, end to end: parameters, state and data")
+    p.add_argument("--devices", type=int, metavar="N",
+                   help="with --backend jax: split every batch along the samples over the first N devices JAX "
+                        "sees (data parallel; the result is one device's); the batch size must divide by N")
     p.add_argument("--log-every", type=int, help="progress every N epochs (default: about ten lines)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of progress")
     p.add_argument("--save", metavar="FILE.npz", help="write the trained weights (and input scaling) here")
@@ -355,7 +358,7 @@ def _train(args: argparse.Namespace) -> int:
     batch_size = defaults.batch_size if args.batch_size is None else args.batch_size
     init = args.init or defaults.init
     for option, count in (("--epochs", epochs), ("--log-every", args.log_every), ("--batch-size", batch_size),
-                          ("--seeds", args.seeds)):
+                          ("--seeds", args.seeds), ("--devices", args.devices)):
         if count is not None and count < 1:
             raise SpecError(f"{option} must be at least 1, got {count}")
     if not (math.isfinite(learning_rate) and learning_rate > 0):
@@ -387,6 +390,10 @@ def _train(args: argparse.Namespace) -> int:
                                                  args.loss or defaults.loss, args.reduction or defaults.reduction,
                                                  backend=args.backend or "numpy", l2=args.l2 or "",
                                                  **_optimizer(args)))
+    if args.devices is not None and not hasattr(module, "jax"):
+        raise SpecError("--devices splits batches over JAX's devices: use it with --backend jax")
+    if args.devices is not None and args.seeds is not None:
+        raise SpecError("--seeds trains XOR on one device; drop --devices")
     if args.dtype == "float64" and hasattr(module, "jax"):  # a JAX module computes in float64 in x64 mode only
         module.jax.config.update("jax_enable_x64", True)
     network = "-".join(map(str, module.LAYERS))
@@ -400,6 +407,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{network} on XOR, {setting}: solved from {solved} of {args.seeds} seeds")
         return 0
     batches = "full batch" if batch_size is None else f"batches of {batch_size}"
+    batches += "" if args.devices is None else f" split over {args.devices} device{'s' * (args.devices > 1)}"
     if not args.json:
         print(f"training {network} ({', '.join(module.ACTIVATIONS)}; {module.LOSS}, {module.REDUCTION}) on "
               f"{args.dataset}: {data.X_train.shape[1]} training and {data.X_test.shape[1]} test samples, "
@@ -413,12 +421,13 @@ def _train(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # a diverging run ends in one line (FloatingPointError), not warnings
         warnings.simplefilter("ignore", RuntimeWarning)
         result = fit(module, data, epochs, learning_rate, batch_size, args.seed, init, args.log_every,
-                     None if args.json else progress, args.dtype)
+                     None if args.json else progress, args.dtype, args.devices)
     report = {
         "dataset": args.dataset, "layers": network, "activation": ",".join(module.ACTIVATIONS),
         "loss": module.LOSS, "reduction": module.REDUCTION, "optimizer": getattr(module, "OPTIMIZER", "sgd"),
         "epochs": epochs, "learning_rate": learning_rate,
         "batch_size": batch_size, "init": init, "seed": args.seed, "dtype": args.dtype,
+        **({} if args.devices is None else {"devices": args.devices}),
         "seconds": round(result.seconds, 4),
         "final_loss": result.final_loss, "train_accuracy": result.train_accuracy,
         "test_accuracy": result.test_accuracy,

@@ -111,11 +111,14 @@ class Fit:
 
 def fit(module: ModuleType, data, epochs: int, learning_rate: float, batch_size: int | None = None,
         seed: int = 0, init: str = "normal", log_every: int | None = None,
-        progress: Callable[[Record], None] | None = None, dtype: str = "float64") -> Fit:
+        progress: Callable[[Record], None] | None = None, dtype: str = "float64",
+        devices: int | None = None) -> Fit:
     """Train ``module`` on ``data`` (a :class:`symbp.datasets.Dataset`) from ``init_params(seed, init, dtype)``.
 
     ``dtype`` float32 trains in single precision end to end: the parameters, the state and the
     data (converted once, here) are float32.
+
+    ``devices`` (a JAX module's) splits every batch over that many devices.
 
     The network is measured at about 200 epochs (for the curves), each time loss and accuracies
     together; ``progress(record)`` gets about ten of those records (or one every ``log_every``
@@ -137,6 +140,13 @@ def fit(module: ModuleType, data, epochs: int, learning_rate: float, batch_size:
                             for name in ("X_train", "Y_train", "X_test", "Y_test")})
     state = module.init_state(params) if hasattr(module, "init_state") else None  # kept across the chunks below
     kept = {} if state is None else {"state": state}
+    if devices is not None:
+        if not hasattr(module, "jax"):
+            raise ValueError("devices splits batches over JAX's devices; this module is not a JAX module")
+        kept["devices"] = devices
+        # zero epochs: the module checks the devices and how batches split before any progress line
+        module.train(params, data.X_train, data.Y_train, 0, learning_rate, log_every=None,
+                     batch_size=batch_size, rng=seed, **kept)
     rng = np.random.default_rng(seed)
     step = max(1, epochs // 200)
     report_every = log_every or step * max(1, (epochs // 10) // step)
