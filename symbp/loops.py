@@ -57,6 +57,17 @@ class ScalarPrinter(NumpyCodePrinter):
     def __init__(self, program: Program | None = None, row: str = "i", sample: str = "k") -> None:
         super().__init__()
         self.program, self.row, self.sample = program, row, sample
+        self.helpers: set[str] = set()  # the call-free exp and tanh the printed code uses
+
+    # libm's exp and tanh are calls, one number at a time, and a call in a loop stops LLVM from
+    # vectorizing it; the module's own _exp and _tanh are arithmetic, which vectorizes.
+    def _print_exp(self, expr: sp.exp) -> str:
+        self.helpers.add("exp")
+        return f"_exp({self._print(expr.args[0])})"
+
+    def _print_tanh(self, expr: sp.tanh) -> str:
+        self.helpers.add("tanh")
+        return f"_tanh({self._print(expr.args[0])})"
 
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         if isinstance(expr, Entry) and self.program is not None:
@@ -282,8 +293,9 @@ def kernel_context(program: Program, batch_norms: list[dict] | None = None) -> d
     running mean and variance that the NumPy ``train`` makes in ``_update_running``.
     """
     printer = LoopPrinter(program)
+    twins = ScalarPrinter()
     scalars = [{"name": f.name, "formula": f"{f.activation.function.unicode_symbol}(z)",
-                "lines": short_assignments("value", compiled_form(f.activation), 4, ScalarPrinter())}
+                "lines": short_assignments("value", compiled_form(f.activation), 4, twins)}
                for f in program.functions]
     updates = {step.operations[0].gradient.name: statement(step.equation).formula for step in program.updates
                if isinstance(step.operations[0], Descend)}
@@ -302,8 +314,10 @@ def kernel_context(program: Program, batch_norms: list[dict] | None = None) -> d
     used -= set(printer.applied)
     state = [b.name for b in program.buffers.values() if b.role == STATE]
     running = [line for b in batch_norms or [] for line in _running_lines(b)]
+    helpers = printer.scalar.helpers | twins.helpers
     return {"scalars": scalars, "steps": steps, "work": [b for b in program.work if b.name in used], "state": state,
-            "running": running, "masks": [mask.name for mask in program.derivation.masks]}
+            "running": running, "masks": [mask.name for mask in program.derivation.masks],
+            "exp": bool(helpers), "tanh": "tanh" in helpers}
 
 
 def _running_lines(b: dict) -> list[str]:

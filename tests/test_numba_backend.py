@@ -1,6 +1,7 @@
 """The numba backend: the same API, training loops numba compiles, results equal to the NumPy backend's."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -117,3 +118,35 @@ def test_above_the_loop_limit_the_numba_module_runs_the_numpy_step(tmp_path):
     for name in expected:
         np.testing.assert_array_equal(chosen[name], expected[name])
         np.testing.assert_allclose(looped[name], expected[name], rtol=1e-12, atol=1e-14)
+
+
+def test_the_kernels_own_exp_and_tanh_are_within_4_ulp_of_numpys_and_vectorize(tmp_path):
+    """The kernel's exp and tanh are arithmetic (libm's are calls, which stop LLVM from
+    vectorizing a loop): they must agree with NumPy's to a few ulp over the whole range, keep
+    NaN, ±inf and ±0, and the loop over them must compile to vector instructions."""
+    path = tmp_path / "fast.py"
+    symbp.generate("3-4-2", "tanh,softmax", "cross_entropy", output=path, backend="numba")
+    module = load_module(path, "fast_functions")
+
+    @numba.njit(error_model="numpy")
+    def both(x, e, t):
+        for i in range(x.size):
+            e[i] = module._exp(x[i])
+            t[i] = module._tanh(x[i])
+
+    x = np.concatenate([np.linspace(-708.3, 709.7, 1_000_001), np.logspace(-320, np.log10(708), 100_000),
+                        -np.logspace(-320, np.log10(708), 100_000)])
+    e, t = np.empty_like(x), np.empty_like(x)
+    both(x, e, t)
+    assert np.max(np.abs(e - np.exp(x)) / np.spacing(np.exp(x))) <= 4
+    reference = np.tanh(x)
+    assert np.max(np.abs(t - reference) / np.spacing(np.abs(reference))) <= 4
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 709.8, -708.4, 800.0, -800.0])
+    e, t = np.empty_like(specials), np.empty_like(specials)
+    both(specials, e, t)
+    np.testing.assert_array_equal(e, [np.nan, np.inf, 0.0, 1.0, 1.0, np.inf, 0.0, np.inf, 0.0])
+    np.testing.assert_array_equal(t, [np.nan, 1.0, -1.0, 0.0, -0.0, 1.0, -1.0, 1.0, -1.0])
+    assert np.signbit(t[4]) and not np.signbit(t[3])
+    # packed-double multiplies (mulpd, vmulpd; scalar code has mulsd): the loop was vectorized
+    assembly = "\n".join(both.inspect_asm().values())
+    assert re.search(r"\bv?mulpd\b", assembly), "the loop over _exp and _tanh was not vectorized"
