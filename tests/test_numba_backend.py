@@ -103,18 +103,18 @@ def test_numba_mini_batches_equal_numpy_mini_batches(tmp_path):
         np.testing.assert_allclose(params["numba"][name], params["numpy"][name], rtol=1e-12, atol=1e-13)
 
 
-def test_above_the_loop_limit_the_numba_module_runs_the_numpy_step(tmp_path):
+def test_above_the_loop_batch_the_numba_module_runs_the_numpy_step(tmp_path):
     """Wide batches go to the in-place NumPy step (the same code as the NumPy module's, so the
     same numbers); the compiled loops, forced, agree to 1e-12."""
     modules = both_backends(("5-30-3", "tanh,softmax", "cross_entropy", "mean"), tmp_path)
     numpy_module, numba_module = modules["numpy"], modules["numba"]
     rng = np.random.default_rng(4)
-    X, Y = rng.standard_normal((5, 120)), np.eye(3)[rng.integers(0, 3, 120)].T
-    assert sum(numba_module.LAYERS[1:]) * 60 > numba_module.LOOP_LIMIT  # batches of 60 take the NumPy step
+    X, Y = rng.standard_normal((5, 300)), np.eye(3)[rng.integers(0, 3, 300)].T
+    assert 150 > numba_module.LOOP_BATCH  # batches of 150 take the NumPy step
     expected, chosen, looped = (module.init_params(2) for module in (numpy_module, numba_module, numba_module))
-    numpy_module.train(expected, X, Y, 4, 0.3, batch_size=60, rng=1)
-    numba_module.train(chosen, X, Y, 4, 0.3, batch_size=60, rng=1)
-    numba_module.train(looped, X, Y, 4, 0.3, batch_size=60, rng=1, loops=True)
+    numpy_module.train(expected, X, Y, 4, 0.3, batch_size=150, rng=1)
+    numba_module.train(chosen, X, Y, 4, 0.3, batch_size=150, rng=1)
+    numba_module.train(looped, X, Y, 4, 0.3, batch_size=150, rng=1, loops=True)
     for name in expected:
         np.testing.assert_array_equal(chosen[name], expected[name])
         np.testing.assert_allclose(looped[name], expected[name], rtol=1e-12, atol=1e-14)
