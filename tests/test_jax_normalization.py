@@ -306,12 +306,15 @@ def test_modules_are_lint_clean_checkable_and_call_no_jax_differentiation(tmp_pa
     for case, (layers, activation, loss, reduction, options) in CASES.items():
         paths.append(tmp_path / f"{case}.py")
         symbp.generate(layers, activation, loss, reduction, backend="jax", output=paths[-1], **options)
+    # and a deep plain network, whose forward pass returns (and gradients) are too long for one line
+    paths.append(tmp_path / "deep.py")
+    symbp.generate("3-4-4-4-4-4-4-4-2", "tanh", backend="jax", output=paths[-1], optimizer="adam")
     for command in (["check", "--no-cache", "--isolated"], ["format", "--check", "--no-cache", "--isolated"]):
         result = subprocess.run([sys.executable, "-m", "ruff", *command, *map(str, paths)], capture_output=True,
                                 text=True, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
-    assert main(["generate", "--check", str(paths[-1])]) == 0, capsys.readouterr().err  # in this process: cheaper
-    header = paths[-1].read_text().splitlines()[2]
+    assert main(["generate", "--check", str(paths[-2])]) == 0, capsys.readouterr().err  # in this process: cheaper
+    header = paths[-2].read_text().splitlines()[2]
     assert "--op batch_norm:1 --dropout 0.25" in header and "--backend jax" in header
     for path in paths:
         tree = ast.parse(path.read_text())
