@@ -429,6 +429,11 @@ def unpack(names: list[str], source: str, indent: int = 4) -> str:
     return f"{pad}(\n{inner}{pad}) = {source}"
 
 
+def unpack_masks(names: list[str], source: str = "masks") -> str:
+    """``mask1, mask2 = masks``, or ``(mask1,) = masks`` for one, as ruff writes it."""
+    return f"    ({names[0]},) = {source}" if len(names) == 1 else unpack(names, source)
+
+
 def _names_in(expressions: list[sp.Basic]) -> set[str]:
     names = set()
     for expr in expressions:

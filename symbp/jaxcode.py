@@ -13,7 +13,18 @@ import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 
 from .algebra import STATE, TARGET, Entry
-from .codegen import LINE_LENGTH, NumpyCodePrinter, OperationPrinter, fits, short_assignments, unpack
+from .codegen import (
+    LINE_LENGTH,
+    NumpyCodePrinter,
+    OperationPrinter,
+    fits,
+    short_assignments,
+    signature,
+    unpack,
+    unpack_masks,
+)
+from .derive import alpha
+from .ops import BatchNorm
 from .program import (
     AddBias,
     Apply,
@@ -99,12 +110,14 @@ class JaxPrinter(OperationPrinter):
 
 
 def pack(names: list[str], target: str, indent: int = INDENT) -> str:
-    """``target = (a, b)`` as ruff formats it: on one line, or one name per line when too long."""
+    """``target = (a, b)`` (or ``return (a, b)``) as ruff formats it: on one line, or one name
+    per line when too long."""
     pad = " " * indent
-    line = f"{pad}{target} = ({', '.join(names)}{',' if len(names) == 1 else ''})"
+    assign = "return " if target == "return" else f"{target} = "
+    line = f"{pad}{assign}({', '.join(names)}{',' if len(names) == 1 else ''})"
     if len(line) <= LINE_LENGTH:
         return line
-    return f"{pad}{target} = (\n" + "".join(f"{pad}    {name},\n" for name in names) + f"{pad})"
+    return f"{pad}{assign}(\n" + "".join(f"{pad}    {name},\n" for name in names) + f"{pad})"
 
 
 def jax_context(program: Program) -> dict:
@@ -115,8 +128,28 @@ def jax_context(program: Program) -> dict:
     state = [b.name for b in program.buffers.values() if b.role == STATE]
     params = [p.name for p in program.params]
     grads = [d.gradient_of(p).name for p in d.params]
+    masks = [mask.name for mask in d.masks]
+    batch_norm = any(isinstance(op, BatchNorm) for op in d.ops)
+    backward_names = {symbol.name for s in (*program.backward, *program.gradients)
+                      for symbol in s.equation.computed.free_symbols}
+    # What the functions that take batch normalization's running estimates or dropout's masks
+    # are given, in this order: the masks (Arrays, in MASK_UNITS' order), the running estimates (Params).
+    extra = [*(["masks: Arrays"] if masks else []), *(["running: Params"] if batch_norm else [])]
     return {
         "forward_steps": [line for s in program.forward for line in printer.step(s)],
+        # each forward step's lines apart: batch normalization's statistics come from the running
+        # estimates at inference
+        "forward_groups": [{"target": s.target.name, "lines": printer.step(s)} for s in program.forward],
+        "backward_masks": [name for name in masks if name in backward_names],
+        "unpack_masks": unpack_masks(masks) if masks else "",
+        "forward_signature": signature("_forward_pass", [
+            "weights: Arrays", "X: Array", *(["masks: Arrays"] if masks else []),
+            *(["running: Params | None = None"] if batch_norm else [])], "Params"),
+        "update_running_signature": signature("_update_running", ["weights: Arrays", "X: Array", *extra],
+                                              "Params"),
+        "step_signature": signature("_step", [
+            "weights: Arrays", "X: Array", "Y: Array", f"{JAX_CODE.doprint(alpha)}: Array", "state: Arrays",
+            *extra], f"tuple[Arrays, Arrays{', Params' if batch_norm else ''}]"),
         "backward_steps": [line for s in (*program.backward, *program.gradients) for line in printer.step(s)],
         "update_steps": [line for s in program.updates for line in printer.step(s)],
         "param_names": params,
@@ -126,5 +159,6 @@ def jax_context(program: Program) -> dict:
         "unpack_grads": unpack(grads, "grads"),
         "unpack_state": unpack(state, "state") if state else "",
         "pack_weights": pack(params, "weights"),
+        "return_grads": pack(grads, "return"),
         "pack_state": pack(state, "state"),
     }
