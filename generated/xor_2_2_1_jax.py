@@ -313,7 +313,8 @@ def _epochs(
 
     def batch_step(carry: tuple[Arrays, Arrays], batch: Array) -> tuple:
         X_batch, Y_batch = X[:, batch], Y[:, batch]
-        if sharding is not None:
+        if sharding is not None and batch.shape[0] % sharding.mesh.size == 0:
+            # split over the devices; a last, shorter batch that does not split runs whole on each
             X_batch = lax.with_sharding_constraint(X_batch, sharding)
             Y_batch = lax.with_sharding_constraint(Y_batch, sharding)
         weights, state = carry
@@ -375,7 +376,8 @@ def train(
     Data parallel: with ``devices=N`` (the first N of ``jax.devices()``) or a ``mesh``,
     every batch is split along the samples over the devices, the weights are copied to
     each, and XLA sums the gradients across them; the result is single-device training's.
-    Every batch's size must then be a multiple of the number of devices.
+    The batch size must then be a multiple of the number of devices; a last, shorter batch
+    that is not runs whole on every device.
     """
     _settings(epochs, learning_rate, log_every, batch_size)
     weights, X, Y = _checked(params, X, Y)
@@ -385,13 +387,12 @@ def train(
     sharding = _sharding(devices, mesh)
     if sharding is not None:
         parts = sharding.mesh.size
-        if size % parts or samples % size % parts:
+        if size % parts:
             raise ValueError(
-                f"batches of {size} from {samples} samples do not split evenly "
-                f"over {parts} devices"
+                f"batches of {size} do not split evenly over {parts} devices"
             )
-        X, Y = jax.device_put((X, Y), sharding)
         copied = NamedSharding(sharding.mesh, PartitionSpec())
+        X, Y = jax.device_put((X, Y), sharding if samples % parts == 0 else copied)
         weights, kept = jax.device_put((weights, kept), copied)
     key = _key(rng)
     logged = []

@@ -201,6 +201,23 @@ MULTI_DEVICE = textwrap.dedent("""
         jm.train(jm.init_params(1), X[:, :60], Y[:, :60], 1, 0.01, devices=8)
     except ValueError as error:
         result["uneven"] = str(error)
+    # 60 samples in batches of 16: three split over the devices, the last 12 whole on each
+    runs = []
+    for devices in (None, 8):
+        params = jm.init_params(1)
+        jm.train(params, X[:, :60], Y[:, :60], 5, 0.01, log_every=None, batch_size=16, rng=3, devices=devices)
+        runs.append(params)
+    result["short"] = max(float(np.max(np.abs(runs[1][n] - runs[0][n]))) for n in jm.PARAM_NAMES)
+    # the command line: symbp train --devices 4 (XOR has 4 samples) reports what one device does
+    import contextlib, io
+    from symbp.cli import main
+    reports = []
+    for devices in ([], ["--devices", "4"]):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(["train", "--backend", "jax", "--dataset", "xor", "--epochs", "300", "--json", *devices])
+        reports.append((code, json.loads(out.getvalue())))
+    result["cli"] = reports
     print(json.dumps(result))
 """)
 
@@ -218,6 +235,11 @@ def test_eight_devices_train_as_one_and_sum_gradients_with_an_all_reduce():
         assert result[batch_size]["placed"] == 8
     assert "all-reduce" in result["hlo"]
     assert "do not split evenly over 8 devices" in result["uneven"]
+    assert result["short"] < 1e-12
+    (one_code, one), (eight_code, eight) = result["cli"]
+    assert one_code == eight_code == 0 and eight["devices"] == 4 and "devices" not in one
+    assert eight["final_loss"] == pytest.approx(one["final_loss"], rel=1e-10)
+    assert eight["predictions"] == pytest.approx(one["predictions"], rel=1e-10)
 
 
 def test_float32_by_default_and_float64_only_with_x64():
