@@ -110,7 +110,7 @@ def test_above_the_loop_batch_the_numba_module_runs_the_numpy_step(tmp_path):
     numpy_module, numba_module = modules["numpy"], modules["numba"]
     rng = np.random.default_rng(4)
     X, Y = rng.standard_normal((5, 300)), np.eye(3)[rng.integers(0, 3, 300)].T
-    assert 150 > numba_module.LOOP_BATCH  # batches of 150 take the NumPy step
+    assert 150 > numba_module.LOOP_BATCH and 30 < numba_module.LOOP_WIDTH  # batches of 150 take the NumPy step
     expected, chosen, looped = (module.init_params(2) for module in (numpy_module, numba_module, numba_module))
     numpy_module.train(expected, X, Y, 4, 0.3, batch_size=150, rng=1)
     numba_module.train(chosen, X, Y, 4, 0.3, batch_size=150, rng=1)
