@@ -10,7 +10,8 @@ for, samples k innermost (rows of C arrays are contiguous):
 * ``Apply``: one pass over units i and samples k, the scalar formula printed with every
   buffer indexed by its shape (``a1[i, k]``, a per-sample sum ``s2[0, k]``, a parameter
   vector ``c1[i, 0]``) and activations calling their compiled twins;
-* ``SampleTotal``, ``UnitTotal``, ``ColumnSoftmax``, ``AddBias``, ``Descend``: their loops.
+* ``SampleTotal``: ``np.dot`` with a column of ones for ``BLAS_MIN_ROWS`` rows or more, else loops;
+* ``UnitTotal``, ``ColumnSoftmax``, ``AddBias``, ``Descend``: their loops.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ KERNEL_INDENT = 8  # the kernel's body (4) inside its loop over steps (4)
 # to SciPy's BLAS) instead of loops: on 64-128-10 loops were 5 times slower than NumPy, while
 # on 2-2-1 a BLAS call per product costs more than the product.
 BLAS_MIN_ENTRIES = 256
+# A sum over the samples of at least this many rows is a product with a column of ones (BLAS):
+# a loop adds one number after another, a chain of dependent additions that does not vectorize.
+BLAS_MIN_ROWS = 32
 
 
 def compiled_form(f: Activation) -> sp.Expr:
@@ -117,6 +121,11 @@ def wide(op: Gemm) -> bool:
     return any(b.rows * b.cols >= BLAS_MIN_ENTRIES for b in fixed)
 
 
+def blas_total(op: SampleTotal) -> bool:
+    """Whether a sum over the samples goes to BLAS, as a product with a column of ones."""
+    return op.source.rows >= BLAS_MIN_ROWS
+
+
 def _rows(count: int, body: list[str], index: str = "i") -> list[str]:
     """``for i in range(count):`` around body; no loop at all for one row (index 0)."""
     if count == 1:
@@ -134,6 +143,7 @@ class LoopPrinter(OperationPrinter):
         self.program = program
         self.scalar = ScalarPrinter(program)
         self.bias: Buffer | None = None  # a bias the next product starts from instead of 0
+        self.ones = False  # whether a sum over the samples uses the kernel's column of ones
         self.applied = _applied_at_once(program)
 
     def step_lines(self, step: Step) -> list[str]:
@@ -219,6 +229,9 @@ class LoopPrinter(OperationPrinter):
         return [*loads, *(f"{name} = {value}" for name, value in temps), f"{target} = {last}"]
 
     def _print_SampleTotal(self, op: SampleTotal) -> list[str]:
+        if blas_total(op):
+            self.ones = True
+            return [f"np.dot({op.source.name}, ones, {op.out.name})"]
         return _rows(op.out.rows, [
             "total = 0.0",
             "for k in range(m):",
@@ -272,7 +285,8 @@ def _applied_at_once(program: Program) -> dict[str, Descend]:
     for position, step in enumerate(program.gradients):
         for op in step.operations:
             name = getattr(op, "out", None) and op.out.name
-            if name not in descents or (isinstance(op, Gemm) and wide(op)):
+            if name not in descents or (isinstance(op, Gemm) and wide(op)) or (
+                    isinstance(op, SampleTotal) and blas_total(op)):
                 continue
             if not isinstance(op, (Gemm, SampleTotal)):
                 continue
@@ -317,7 +331,9 @@ def kernel_context(program: Program, batch_norms: list[dict] | None = None) -> d
     helpers = printer.scalar.helpers | twins.helpers
     return {"scalars": scalars, "steps": steps, "work": [b for b in program.work if b.name in used], "state": state,
             "running": running, "masks": [mask.name for mask in program.derivation.masks],
-            "exp": bool(helpers), "tanh": "tanh" in helpers}
+            "exp": bool(helpers), "tanh": "tanh" in helpers, "ones": printer.ones,
+            "arrays": [p.name for p in program.params] + [name for b in batch_norms or []
+                                                          for name in (b["running_mean"], b["running_var"])] + state}
 
 
 def _running_lines(b: dict) -> list[str]:
