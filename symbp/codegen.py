@@ -376,7 +376,9 @@ def short_assignments(target: str, expr: sp.Expr, indent: int = BODY_INDENT,
         factor = max(expr.args, key=lambda arg: len(printer.doprint(arg)))
         # a long denominator (a power of a sum) gets its line as that sum: still a division
         part = factor.base if factor.is_Pow and factor.base.is_Add else factor
-        name = sp.Symbol(f"{target}_factor", real=True)
+        taken = {str(symbol) for symbol in expr.free_symbols}  # a factor named before, one level up
+        name = next(sp.Symbol(f"{target}_factor{'' if k == 1 else k}", real=True) for k in range(1, len(taken) + 2)
+                    if f"{target}_factor{'' if k == 1 else k}" not in taken)
         if part.is_Add:
             return [*short_assignments(name.name, part, indent, printer),
                     *short_assignments(target, expr.xreplace({part: name}), indent, printer)]

@@ -36,7 +36,7 @@ from .program import (
     UnitTotal,
 )
 
-KERNEL_INDENT = 8  # the kernel's body (4) inside its loop over steps (4)
+KERNEL_INDENT = 12  # the kernel's body (4) inside its loops over epochs (4) and batches (4)
 # Matrices with at least this many entries are multiplied by BLAS (np.dot, which numba hands
 # to SciPy's BLAS) instead of loops: on 64-128-10 loops were 5 times slower than NumPy, while
 # on 2-2-1 a BLAS call per product costs more than the product.

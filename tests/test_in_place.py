@@ -114,3 +114,25 @@ def test_every_random_network_lowers_to_calls_with_out_and_no_whole_array_assign
         step = source[source.index("def _step("):source.index("def train(")]
         assert "[...] =" not in step and "np.where" not in step, (layers, activation)
         module_for(source)  # and it imports
+
+
+def test_a_long_formula_split_into_lines_computes_the_formula():
+    """Two long factors of one product each get a line of their own, under different names
+    (both were once named t_factor, and the second overwrote the first)."""
+    import math
+
+    import sympy as sp
+
+    from symbp.codegen import NumpyCodePrinter, short_assignments
+
+    names = "gamma1_ik du1_ik s1_1_ik s1_2_ik xhat1_ik var1_ik NORM_EPS m".split()
+    g, du, s1, s2, xhat, var, eps, m = symbols = sp.symbols(names, real=True)
+    expr = g * (du * m - s1 - s2 * xhat) / (m * sp.sqrt(var + eps))
+    lines = short_assignments("t", expr, 44, NumpyCodePrinter())
+    assert len(lines) >= 3 and len({name for name, _ in lines[:-1]}) == len(lines) - 1
+    values = dict(zip(names, (0.7, -1.3, 0.4, 2.1, -0.6, 1.9, 1e-5, 5.0), strict=True))
+    scope = {"np": np, **values}
+    for name, code in lines:
+        exec(f"{name} = {code}", scope)  # the test's own lines, printed from the formula above
+    expected = float(expr.subs({s: values[str(s)] for s in symbols}))
+    assert math.isclose(scope["t"], expected, rel_tol=1e-14)
