@@ -125,7 +125,7 @@ def test_a_long_formula_split_into_lines_computes_the_formula():
 
     from symbp.codegen import NumpyCodePrinter, short_assignments
 
-    names = "gamma1_ik du1_ik s1_1_ik s1_2_ik xhat1_ik var1_ik NORM_EPS m".split()
+    names = ["gamma1_ik", "du1_ik", "s1_1_ik", "s1_2_ik", "xhat1_ik", "var1_ik", "NORM_EPS", "m"]
     g, du, s1, s2, xhat, var, eps, m = symbols = sp.symbols(names, real=True)
     expr = g * (du * m - s1 - s2 * xhat) / (m * sp.sqrt(var + eps))
     lines = short_assignments("t", expr, 44, NumpyCodePrinter())
@@ -133,6 +133,6 @@ def test_a_long_formula_split_into_lines_computes_the_formula():
     values = dict(zip(names, (0.7, -1.3, 0.4, 2.1, -0.6, 1.9, 1e-5, 5.0), strict=True))
     scope = {"np": np, **values}
     for name, code in lines:
-        exec(f"{name} = {code}", scope)  # the test's own lines, printed from the formula above
+        exec(f"{name} = {code}", scope)  # noqa: S102 -- lines printed by the test from its own formula
     expected = float(expr.subs({s: values[str(s)] for s in symbols}))
     assert math.isclose(scope["t"], expected, rel_tol=1e-14)

@@ -1,9 +1,11 @@
 """The numba backend: the same API, training loops numba compiles, results equal to the NumPy backend's."""
 
+import json
 import os
-import re
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,10 +122,10 @@ def test_above_the_loop_batch_the_numba_module_runs_the_numpy_step(tmp_path):
         np.testing.assert_allclose(looped[name], expected[name], rtol=1e-12, atol=1e-14)
 
 
-def test_the_kernels_own_exp_and_tanh_are_within_4_ulp_of_numpys_and_vectorize(tmp_path):
+def test_the_kernels_own_exp_and_tanh_are_within_4_ulp_of_numpys(tmp_path):
     """The kernel's exp and tanh are arithmetic (libm's are calls, which stop LLVM from
-    vectorizing a loop): they must agree with NumPy's to a few ulp over the whole range, keep
-    NaN, ±inf and ±0, and the loop over them must compile to vector instructions."""
+    vectorizing a loop): they must agree with NumPy's to a few ulp over the whole range and
+    keep NaN, ±inf and ±0. (That they vectorize is checked at level 3 below.)"""
     path = tmp_path / "fast.py"
     symbp.generate("3-4-2", "tanh,softmax", "cross_entropy", output=path, backend="numba")
     module = load_module(path, "fast_functions")
@@ -147,6 +149,56 @@ def test_the_kernels_own_exp_and_tanh_are_within_4_ulp_of_numpys_and_vectorize(t
     np.testing.assert_array_equal(e, [np.nan, np.inf, 0.0, 1.0, 1.0, np.inf, 0.0, np.inf, 0.0])
     np.testing.assert_array_equal(t, [np.nan, 1.0, -1.0, 0.0, -0.0, 1.0, -1.0, 1.0, -1.0])
     assert np.signbit(t[4]) and not np.signbit(t[3])
+
+
+OPTIMIZED = textwrap.dedent("""
+    import json, re, sys
+    import numba
+    import numpy as np
+    import symbp
+    from symbp.train import load_module
+
+    assert numba.config.OPT == 3
+    result = {}
+    paths = {}
+    for backend in ("numpy", "numba"):
+        paths[backend] = sys.argv[1] + f"/digits_{backend}.py"
+        symbp.generate("64-32-10", "tanh,softmax", "cross_entropy", "mean", output=paths[backend],
+                       backend=backend)
+    numpy_module, numba_module = (load_module(paths[b], "optimized_" + b) for b in ("numpy", "numba"))
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((64, 300)), np.eye(10)[:, rng.integers(0, 10, 300)]
+    expected, got = numpy_module.init_params(1, "fan_in"), numba_module.init_params(1, "fan_in")
+    numpy_module.train(expected, X, Y, 3, 0.1, batch_size=32, rng=2)
+    numba_module.train(got, X, Y, 3, 0.1, batch_size=32, rng=2, loops=True)
+    result["difference"] = max(float(np.max(np.abs(got[n] - expected[n]) / (1e-12 + np.abs(expected[n]))))
+                               for n in expected)
+
+    @numba.njit(error_model="numpy")
+    def both(x, e, t):
+        for i in range(x.size):
+            e[i] = numba_module._exp(x[i])
+            t[i] = numba_module._tanh(x[i])
+
+    x = np.linspace(-5, 5, 1001)
+    e, t = np.empty_like(x), np.empty_like(x)
+    both(x, e, t)
     # packed-double multiplies (mulpd, vmulpd; scalar code has mulsd): the loop was vectorized
-    assembly = "\n".join(both.inspect_asm().values())
-    assert re.search(r"\bv?mulpd\b", assembly), "the loop over _exp and _tanh was not vectorized"
+    packed = re.compile(r"\\bv?mulpd\\b")
+    result["vectorized"] = bool(packed.search("\\n".join(both.inspect_asm().values())))
+    result["kernel vectorized"] = bool(packed.search("\\n".join(numba_module._steps.inspect_asm().values())))
+    print(json.dumps(result))
+""")
+
+
+def test_at_numbas_default_optimization_the_loops_vectorize_and_train_as_numpy(tmp_path):
+    """The suite compiles at level 0 (conftest.py); here, in a child process at level 3, the loop
+    over _exp and _tanh compiles to packed-double instructions, and a digits-sized kernel
+    trains mini-batches to the NumPy module's weights."""
+    env = {**os.environ, "NUMBA_OPT": "3", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, "-c", OPTIMIZED, str(tmp_path)], capture_output=True, text=True,
+                          env=env, check=False, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["vectorized"] and result["kernel vectorized"], result
+    assert result["difference"] < 1e-12, result
