@@ -214,10 +214,11 @@ def test_every_documented_function_gives_modules_that_import_and_train(tmp_path)
     assert {name for name in FUNCTIONS if any(f"{name}(" in group for group in GROUPS)} == set(FUNCTIONS)
     rng = np.random.default_rng(0)
     X, Y = rng.standard_normal((2, 6)), rng.uniform(0.2, 0.8, (1, 6))
-    for index, formula in enumerate(GROUPS):
+    for index in range(0, len(GROUPS), 2):  # two groups to a network, one per hidden layer
+        formula = ",".join(GROUPS[index:index + 2])
         for backend in ("numpy", "numba"):
             path = tmp_path / f"f{index}_{backend}.py"
-            symbp.generate("2-3-1", f"{formula},sigmoid", "half_se", output=path, backend=backend)
+            symbp.generate("2-3-3-1", f"{formula},sigmoid", "half_se", output=path, backend=backend)
             module = load_module(path, f"f{index}_{backend}")
             params = module.init_params(index)
             start = {k: v.copy() for k, v in params.items()}
