@@ -1,4 +1,7 @@
+import contextlib
+import io
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,3 +25,19 @@ def xor_module():
     from symbp.train import load_module
 
     return load_module(XOR_MODULE, "xor_2_2_1")
+
+
+def run_main(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``symbp ARGS`` in this process: ``main``, as ``python -m symbp`` calls it, from cwd, with
+    its exit status and output. tests/test_cli.py and tests/test_safety.py run the command as a
+    process of its own."""
+    from symbp.cli import main
+
+    out, err, before = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(cwd or ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())

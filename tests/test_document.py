@@ -7,7 +7,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from test_cli import run
+from conftest import run_main as run
 
 from symbp import derive
 from symbp.document import render_markdown, render_tex

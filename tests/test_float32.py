@@ -77,7 +77,7 @@ def test_a_state_of_another_dtype_is_refused():
 def test_train_takes_dtype_on_the_command_line():
     import json
 
-    from test_cli import run
+    from conftest import run_main as run
     result = run("train", "--dataset", "xor", "--dtype", "float32", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 
 import pytest
 from conftest import ROOT, XOR_OPTIONS
-from test_cli import run
+from conftest import run_main as run
 
 from symbp import derive
 from symbp.document import html_body, render_html, render_markdown

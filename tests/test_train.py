@@ -3,12 +3,10 @@
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_main
 
 import symbp
 from symbp.datasets import DEFAULTS, Dataset, load
@@ -24,8 +22,7 @@ def needs(package):
 
 
 def run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "symbp", "train", *args], check=False, capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+    return run_main("train", *args, cwd=cwd)
 
 
 def default_module(name):
