@@ -197,10 +197,10 @@ class DeepHandwritten:
 def grid_runs(modules: dict, X, Y, init: Params, depth: int, batch: int, epochs: int) -> dict[str, Callable]:
     """One grid cell's runs: each backend's ``train``, and the hand-written steps, on the same batches."""
 
-    def backend(module) -> Callable[[], None]:
+    def backend(module, **options) -> Callable[[], None]:
         def run() -> None:
             params = {k: v.copy() for k, v in init.items()}
-            module.train(params, X, Y, epochs, RATE, log_every=None, batch_size=batch, rng=0)
+            module.train(params, X, Y, epochs, RATE, log_every=None, batch_size=batch, rng=0, **options)
 
         return run
 
@@ -211,14 +211,17 @@ def grid_runs(modules: dict, X, Y, init: Params, depth: int, batch: int, epochs:
             for start in range(0, X.shape[1], batch):
                 net.step(shuffled_X[:, start:start + batch], shuffled_Y[:, start:start + batch])
 
-    return {"numpy": backend(modules["numpy"]), "numba": backend(modules["numba"]), "hand": handwritten}
+    return {"numpy": backend(modules["numpy"]), "numba": backend(modules["numba"]),
+            "loops": backend(modules["numba"], loops=True), "hand": handwritten}
 
 
 def grid(repeats: int) -> list[str]:
     """Width × depth × batch: one epoch over 2,048 random samples, each backend's time over the NumPy backend's."""
     rng = np.random.default_rng(0)
     samples, outputs = 2048, 10
-    lines = ["| width | depth | batch | hand-written ÷ NumPy backend | numba ÷ NumPy backend |", "|---:|---:|---:|---:|---:|"]
+    header = ("| width | depth | batch | hand-written ÷ NumPy backend | numba ÷ NumPy backend "
+              "| numba's loops, forced, ÷ NumPy backend |")
+    lines = [header, "|---:|---:|---:|---:|---:|---:|"]
     for depth in (2, 4):
         for width in (2, 16, 64, 256, 1024):
             layers = "-".join([str(width)] * depth + [str(outputs)])
@@ -231,14 +234,15 @@ def grid(repeats: int) -> list[str]:
             for batch in (4, 32, 256, 2048):
                 epochs = max(3, min(20, 256 // width))  # long enough to time, and to amortize making the work arrays
                 runs = grid_runs(modules, X, Y, init, depth, batch, epochs)
-                runs["numba"]()  # compile
+                runs["loops"]()  # compile
                 times = {name: [] for name in runs}
                 for _ in range(repeats):
                     for name, run in runs.items():
                         times[name].append(cpu_seconds(run))
                 base = statistics.median(times["numpy"])
                 lines.append(f"| {width} | {depth} | {batch} | {statistics.median(times['hand']) / base:.2f} | "
-                             f"{statistics.median(times['numba']) / base:.2f} |")
+                             f"{statistics.median(times['numba']) / base:.2f} | "
+                             f"{statistics.median(times['loops']) / base:.2f} |")
                 print(lines[-1], flush=True)
     return lines
 
