@@ -11,7 +11,9 @@ The bound is measured in the same run, one thread: the float64 GEMM peak (``np.d
 1024 × 1024 matrices, best of several), and NumPy's throughput for ``tanh`` and ``exp`` (10⁶
 values, best of several). An epoch's bound is its matrix-product flops over the GEMM peak
 plus its tanh count over the tanh rate plus its exp count over the exp rate; the elementwise
-rest and the reductions are left out, so no implementation can reach 1.0.
+rest and the reductions are left out, so no implementation can reach 1.0. One more row, not a
+trainer, times only the five products (``np.dot`` at the steps' shapes) and NumPy's tanh over
+the hidden layer: what this BLAS and this tanh take at these shapes.
 
 Implementations, from the same initial weights: the hand-written class (bench/handwritten.py,
 its forward and backward, with a mini-batch loop around them for batch 32), the committed
@@ -52,6 +54,7 @@ Params = dict[str, np.ndarray]
 SIZES = (64, 128, 10)
 RATE = 0.5
 SETTINGS = {"full batch": (None, 200), "batch 32": (32, 10)}  # batch size, epochs
+FLOOR = "(not a trainer) the five products and tanh alone"
 
 
 def cpu_seconds(run: Callable[[], object]) -> float:
@@ -81,6 +84,29 @@ def epoch_bound(rates: dict[str, float], samples: int) -> float:
     n0, n1, n2 = SIZES
     flops = 2 * samples * (n1 * n0 + n2 * n1) + 2 * samples * (n1 * n2 + n2 * n1 + n1 * n0)
     return flops / rates["gemm"] + samples * n1 / rates["tanh"] + samples * n2 / rates["exp"]
+
+
+def products_and_tanh(X, init: Params, batch: int | None, epochs: int) -> Callable[[], None]:
+    """Not a trainer: only an epoch's five matrix products (np.dot into arrays made once, at the
+    shapes the steps use) and NumPy's tanh over the hidden layer, what any of the rows must do."""
+    n0, n1, n2 = SIZES
+    m = batch or X.shape[1]
+    steps = -(-X.shape[1] // m)
+    W1, W2, x = init["W1"], init["W2"], np.ascontiguousarray(X[:, :m])
+    z1, a1, z2, d2, d1 = (np.ones((n1, m)), np.ones((n1, m)), np.ones((n2, m)), np.ones((n2, m)),
+                          np.ones((n1, m)))
+    dW2, dW1 = np.empty((n2, n1)), np.empty((n1, n0))
+
+    def run() -> None:
+        for _ in range(epochs * steps):
+            np.dot(W1, x, out=z1)
+            np.tanh(z1, out=a1)
+            np.dot(W2, a1, out=z2)
+            np.dot(W2.T, d2, out=d1)
+            np.dot(d2, a1.T, out=dW2)
+            np.dot(d1, x.T, out=dW1)
+
+    return run
 
 
 def orders(samples: int, epochs: int) -> list[np.ndarray]:
@@ -280,6 +306,7 @@ def main() -> int:
             final = {k: v.astype(np.float64) for k, v in final.items()}
             if abs(loss(final, X, Y) - reference) > tolerance * abs(reference):
                 raise SystemExit(f"{name} ends at loss {loss(final, X, Y)!r}, not {reference!r} ({setting})")
+        runs[FLOOR] = products_and_tanh(X, init, batch, epochs)
         times = {name: [] for name in runs}
         for _ in range(args.repeats):
             for name, run in runs.items():
