@@ -30,49 +30,34 @@ def within(function: Callable[..., T], *args: object, seconds: float | None = No
 
     The result must pickle (SymPy expressions do). Where fork is missing, it runs here, unbounded.
     """
-    limit = SECONDS if seconds is None else seconds
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return function(*args)
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_run, args=(function, args, sender), daemon=True)
-    with warnings.catch_warnings():
-        # The child runs SymPy only: a library that warns about forking its threads (JAX, once
-        # loaded) has none of its work in the child.
-        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
-        child.start()
-    sender.close()
-    try:
-        if not receiver.poll(limit):
-            raise OverBudget(f"gave up after {limit:g} s")
-        ok, value = receiver.recv()
-    except EOFError:  # the child died (out of memory, a crash in a C library)
-        raise OverBudget("the computation failed") from None
-    finally:
-        child.kill()
-        child.join()
-        receiver.close()
+    ((ok, value),) = _each(lambda given: function(*given), [args], seconds)
     if not ok:
         raise value
     return value
 
 
 def within_each(function: Callable[[object], T], items: Sequence[object],
-                seconds: float | None = None) -> Iterator[T | OverBudget]:
+                seconds: float | None = None) -> Iterator[T | Exception]:
     """``function(item)`` for each item, in order, each within its own ``seconds``.
 
     One child computes them one after another and sends each result as it is done, so a long
     list costs one fork rather than one per item. An item past its budget yields OverBudget (and
     a failed item its exception); the child is then stopped and a new one goes on with the rest.
     """
+    return (value for _, value in _each(function, items, seconds))
+
+
+def _each(function: Callable[[object], T], items: Sequence[object],
+          seconds: float | None) -> Iterator[tuple[bool, T | Exception]]:
+    """(True, result) or (False, the exception) for each item, as ``within_each`` describes."""
     limit = SECONDS if seconds is None else seconds
     if "fork" not in multiprocessing.get_all_start_methods():
         for item in items:
             try:
-                value = function(item)
+                outcome = (True, function(item))
             except Exception as error:  # noqa: BLE001 -- handed to the caller, as the child's are
-                value = error
-            yield value
+                outcome = (False, error)
+            yield outcome
         return
     context = multiprocessing.get_context("fork")
     start = 0
@@ -80,6 +65,8 @@ def within_each(function: Callable[[object], T], items: Sequence[object],
         receiver, sender = context.Pipe(duplex=False)
         child = context.Process(target=_run_each, args=(function, items[start:], sender), daemon=True)
         with warnings.catch_warnings():
+            # The child runs SymPy only: a library that warns about forking its threads (JAX, once
+            # loaded) has none of its work in the child.
             warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
             child.start()
         sender.close()
@@ -89,13 +76,13 @@ def within_each(function: Callable[[object], T], items: Sequence[object],
                     if not receiver.poll(limit):
                         raise OverBudget(f"gave up after {limit:g} s")
                     ok, value = receiver.recv()
-                except EOFError:
-                    value, ok = OverBudget("the computation failed"), False
+                except EOFError:  # the child died (out of memory, a crash in a C library)
+                    ok, value = False, OverBudget("the computation failed")
                 except OverBudget as error:
-                    value, ok = error, False
+                    ok, value = False, error
                 start += 1
-                yield value
-                if not ok and isinstance(value, OverBudget):
+                yield ok, value
+                if isinstance(value, OverBudget):
                     break  # this child is stuck or gone: a fresh one takes the next item
         finally:
             child.kill()
@@ -113,16 +100,4 @@ def _run_each(function: Callable, items: Sequence[object], sender) -> None:
             sender.send(result)
         except Exception as error:  # noqa: BLE001 -- a result that does not pickle
             sender.send((False, RuntimeError(f"unpicklable result: {error}")))
-    sender.close()
-
-
-def _run(function: Callable, args: tuple, sender) -> None:
-    try:
-        result = (True, function(*args))
-    except Exception as error:  # noqa: BLE001 -- whatever went wrong is the parent's to raise
-        result = (False, error)
-    try:
-        sender.send(result)
-    except Exception as error:  # noqa: BLE001 -- a result that does not pickle
-        sender.send((False, RuntimeError(f"unpicklable result: {error}")))
     sender.close()
