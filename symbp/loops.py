@@ -285,10 +285,8 @@ def _applied_at_once(program: Program) -> dict[str, Descend]:
     for position, step in enumerate(program.gradients):
         for op in step.operations:
             name = getattr(op, "out", None) and op.out.name
-            if name not in descents or (isinstance(op, Gemm) and wide(op)) or (
-                    isinstance(op, SampleTotal) and blas_total(op)):
-                continue
-            if not isinstance(op, (Gemm, SampleTotal)):
+            looped = (isinstance(op, Gemm) and not wide(op)) or (isinstance(op, SampleTotal) and not blas_total(op))
+            if name not in descents or not looped:
                 continue
             later = program.gradients[position + 1:]
             param = descents[name].param.name
@@ -328,12 +326,13 @@ def kernel_context(program: Program, batch_norms: list[dict] | None = None) -> d
     used -= set(printer.applied)
     state = [b.name for b in program.buffers.values() if b.role == STATE]
     running = [line for b in batch_norms or [] for line in _running_lines(b)]
+    estimates = [name for b in batch_norms or [] for name in (b["running_mean"], b["running_var"])]
     helpers = printer.scalar.helpers | twins.helpers
     return {"scalars": scalars, "steps": steps, "work": [b for b in program.work if b.name in used], "state": state,
             "running": running, "masks": [mask.name for mask in program.derivation.masks],
             "exp": bool(helpers), "tanh": "tanh" in helpers, "ones": printer.ones,
-            "arrays": [p.name for p in program.params] + [name for b in batch_norms or []
-                                                          for name in (b["running_mean"], b["running_var"])] + state}
+            # the arrays the kernel changes in place, in train's order: parameters, estimates, state
+            "arrays": [p.name for p in program.params] + estimates + state}
 
 
 def _running_lines(b: dict) -> list[str]:
