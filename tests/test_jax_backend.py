@@ -222,14 +222,20 @@ MULTI_DEVICE = textwrap.dedent("""
 """)
 
 
-def test_eight_devices_train_as_one_and_sum_gradients_with_an_all_reduce():
+def on_eight_cpu_devices(script: str) -> dict:
+    """Run script in a child process whose JAX sees 8 CPU devices; its printed JSON."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
            "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, "-c", MULTI_DEVICE], capture_output=True, text=True, env=env, check=False,
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False,
                           timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["devices"] == 8
+    return result
+
+
+def test_eight_devices_train_as_one_and_sum_gradients_with_an_all_reduce():
+    result = on_eight_cpu_devices(MULTI_DEVICE)
     for batch_size in ("None", "16"):  # the whole batch of 64, and shuffled batches of 16: 8 and 2 per device
         assert result[batch_size]["loss"] < 1e-10 and result[batch_size]["params"] < 1e-10, result[batch_size]
         assert result[batch_size]["placed"] == 8

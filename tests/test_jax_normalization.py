@@ -15,7 +15,6 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import ROOT
 from networks import targets
 
 import symbp
@@ -375,13 +374,9 @@ MULTI_DEVICE = textwrap.dedent("""
 
 
 def test_eight_devices_train_batch_norm_and_dropout_as_one():
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, "-c", MULTI_DEVICE], capture_output=True, text=True, env=env, check=False,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
-    assert result["devices"] == 8
+    from test_jax_backend import on_eight_cpu_devices
+
+    result = on_eight_cpu_devices(MULTI_DEVICE)
     for batch_size in ("16",):  # shuffled batches of 16: 2 samples per device
         assert result[batch_size]["loss"] < 1e-10 and result[batch_size]["params"] < 1e-10, result[batch_size]
         assert "running_mean1" in result[batch_size]["names"] and result[batch_size]["placed"] == 8
