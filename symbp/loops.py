@@ -62,6 +62,7 @@ class ScalarPrinter(NumpyCodePrinter):
         super().__init__()
         self.program, self.row, self.sample = program, row, sample
         self.helpers: set[str] = set()  # the call-free exp and tanh the printed code uses
+        self.twins: set[str] = set()  # the compiled activations the printed code calls
 
     # libm's exp and tanh are calls, one number at a time, and a call in a loop stops LLVM from
     # vectorizing it; the module's own _exp and _tanh are arithmetic, which vectorizes.
@@ -86,6 +87,7 @@ class ScalarPrinter(NumpyCodePrinter):
         return f"{name}[{row}, {column}]"
 
     def _print_ActivationBase(self, expr: sp.Function) -> str:
+        self.twins.add(type(expr).code_name)
         return f"_{type(expr).code_name}_jit({self._print(expr.args[0])})"
 
     def doprint(self, expr: sp.Basic, assign_to: str | None = None) -> str:
@@ -305,10 +307,6 @@ def kernel_context(program: Program, batch_norms: list[dict] | None = None) -> d
     running mean and variance that the NumPy ``train`` makes in ``_update_running``.
     """
     printer = LoopPrinter(program)
-    twins = ScalarPrinter()
-    scalars = [{"name": f.name, "formula": f"{f.activation.function.unicode_symbol}(z)",
-                "lines": short_assignments("value", compiled_form(f.activation), 4, twins)}
-               for f in program.functions]
     updates = {step.operations[0].gradient.name: statement(step.equation).formula for step in program.updates
                if isinstance(step.operations[0], Descend)}
     steps = []
@@ -320,6 +318,11 @@ def kernel_context(program: Program, batch_norms: list[dict] | None = None) -> d
         if step.target.name in printer.applied:
             formula = f"{updates[step.target.name]}, with {formula}"
         steps.append((formula, lines))
+    # the compiled activations the loops call (a twin no loop calls is not written)
+    twins = ScalarPrinter()
+    scalars = [{"name": f.name, "formula": f"{f.activation.function.unicode_symbol}(z)",
+                "lines": short_assignments("value", compiled_form(f.activation), 4, twins)}
+               for f in program.functions if f.name in printer.scalar.twins]
     # The kernel evaluates each formula whole, so the scratch arrays of shared subexpressions go
     # unused; gradients applied at once need no array either.
     used = {name for step in program.steps for op in step.operations for name in _buffers_read_or_written(op)}
