@@ -36,13 +36,30 @@ class XorResult:
         return bool(np.all(np.abs(self.predictions - XOR_Y.ravel()) < 0.2))
 
 
-def load_module(path: str | Path, name: str = "symbp_generated") -> ModuleType:
-    """Import a generated module from its file."""
+_LOADED: set[str] = set()  # names load_module registered, each free to be replaced by the next load
+
+
+def load_module(path: str | Path, name: str | None = None) -> ModuleType:
+    """Import a generated module from its file, registered in ``sys.modules`` under ``name``
+    (by default the file's stem, the name ``import`` gives it): numba's on-disk cache refers to
+    compiled functions by their module's name, so a cache written by ``import net`` loads here,
+    and one written here loads there."""
+    path = Path(path)
+    name = name or path.stem
+    if name in sys.modules and name not in _LOADED:
+        raise ValueError(f"cannot import {str(path)!r} as {name!r}: a module of that name is already "
+                         "loaded; rename the file")
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ValueError(f"cannot import {str(path)!r}")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[name] = module
+    _LOADED.add(name)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
     return module
 
 
@@ -51,8 +68,9 @@ def module_for(source: str) -> ModuleType:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "symbp_generated.py"
         path.write_text(source, encoding="utf-8")
-        module = load_module(path)
-    sys.modules.pop("symbp_generated", None)
+        module = load_module(path, "symbp_generated")
+    # Unregistered, so numba does not try to cache into the deleted folder.
+    del sys.modules["symbp_generated"]
     return module
 
 

@@ -202,3 +202,20 @@ def test_at_numbas_default_optimization_the_loops_vectorize_and_train_as_numpy(t
     result = json.loads(done.stdout)
     assert result["vectorized"] and result["kernel vectorized"], result
     assert result["difference"] < 1e-12, result
+
+
+def test_a_module_imported_by_name_then_trained_from_the_command_line_reuses_its_cache(tmp_path):
+    """numba's on-disk cache names the module it compiled: the file imported as ``net``, then
+    given to ``symbp train --module`` from another folder, must load that cache, not fail on it."""
+    from conftest import run_main
+
+    path = tmp_path / "net.py"
+    symbp.generate("2-2-1", "sigmoid", "half_se", output=path, backend="numba")
+    script = "import net, numpy as np; net.train(net.init_params(0), np.eye(2), np.ones((1, 2)), 2, 0.1)"
+    level_3 = {k: v for k, v in os.environ.items() if k != "NUMBA_OPT"}  # level 0 does not cache
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=level_3, check=True, timeout=120)
+    cached = sorted(p.name.split("-")[0] for p in (tmp_path / "__pycache__").glob("*.nbi"))
+    assert cached == ["net._sigmoid_jit", "net._steps"]
+    result = run_main("train", "--module", str(path), "--epochs", "200", cwd=tmp_path.parent)
+    assert result.returncode == 0, result.stderr
+    assert "XOR" in result.stdout
