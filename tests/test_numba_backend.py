@@ -122,10 +122,14 @@ def test_above_the_loop_batch_the_numba_module_runs_the_numpy_step(tmp_path):
         np.testing.assert_allclose(looped[name], expected[name], rtol=1e-12, atol=1e-14)
 
 
-def test_the_kernels_own_exp_and_tanh_are_within_4_ulp_of_numpys(tmp_path):
+@pytest.mark.parametrize(("dtype", "low", "high", "tiny", "overflow", "zero"),
+                         [(np.float64, -708.3, 709.7, -320, 709.8, -708.4),
+                          (np.float32, -103.9, 88.7, -45, 88.73, -104.1)])
+def test_the_kernels_own_exp_and_tanh_are_within_4_ulp_of_numpys(tmp_path, dtype, low, high, tiny, overflow, zero):
     """The kernel's exp and tanh are arithmetic (libm's are calls, which stop LLVM from
-    vectorizing a loop): they must agree with NumPy's to a few ulp over the whole range and
-    keep NaN, ±inf and ±0. (That they vectorize is checked at level 3 below.)"""
+    vectorizing a loop), in float64 and in float32: they must agree with NumPy's in the same
+    dtype to a few ulp over the whole range (float32's subnormal results included) and keep
+    NaN, ±inf and ±0. (That they vectorize is checked at level 3 below.)"""
     path = tmp_path / "fast.py"
     symbp.generate("3-4-2", "tanh,softmax", "cross_entropy", output=path, backend="numba")
     module = load_module(path, "fast_functions")
@@ -136,14 +140,16 @@ def test_the_kernels_own_exp_and_tanh_are_within_4_ulp_of_numpys(tmp_path):
             e[i] = module._exp(x[i])
             t[i] = module._tanh(x[i])
 
-    x = np.concatenate([np.linspace(-708.3, 709.7, 1_000_001), np.logspace(-320, np.log10(708), 100_000),
-                        -np.logspace(-320, np.log10(708), 100_000)])
+    x = np.concatenate([np.linspace(low, high, 1_000_001), np.logspace(tiny, np.log10(high), 100_000),
+                        -np.logspace(tiny, np.log10(-low), 100_000)]).astype(dtype)
     e, t = np.empty_like(x), np.empty_like(x)
     both(x, e, t)
-    assert np.max(np.abs(e - np.exp(x)) / np.spacing(np.exp(x))) <= 4
+    reference = np.exp(x)
+    assert np.all(np.isfinite(reference))
+    assert np.max(np.abs(e.astype(np.float64) - reference) / np.spacing(reference)) <= 4
     reference = np.tanh(x)
-    assert np.max(np.abs(t - reference) / np.spacing(np.abs(reference))) <= 4
-    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 709.8, -708.4, 800.0, -800.0])
+    assert np.max(np.abs(t.astype(np.float64) - reference) / np.spacing(np.abs(reference))) <= 4
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, overflow, zero, 800.0, -800.0], dtype)
     e, t = np.empty_like(specials), np.empty_like(specials)
     both(specials, e, t)
     np.testing.assert_array_equal(e, [np.nan, np.inf, 0.0, 1.0, 1.0, np.inf, 0.0, np.inf, 0.0])
@@ -180,12 +186,17 @@ OPTIMIZED = textwrap.dedent("""
             e[i] = numba_module._exp(x[i])
             t[i] = numba_module._tanh(x[i])
 
-    x = np.linspace(-5, 5, 1001)
-    e, t = np.empty_like(x), np.empty_like(x)
-    both(x, e, t)
-    # packed-double multiplies (mulpd, vmulpd; scalar code has mulsd): the loop was vectorized
+    for dtype in (np.float64, np.float32):
+        x = np.linspace(-5, 5, 1001).astype(dtype)
+        e, t = np.empty_like(x), np.empty_like(x)
+        both(x, e, t)
+    # packed multiplies (mulpd, vmulpd for float64, mulps, vmulps for float32; scalar code has
+    # mulsd, mulss): the loop was vectorized, in float32 without widening to float64
     packed = re.compile(r"\\bv?mulpd\\b")
-    result["vectorized"] = bool(packed.search("\\n".join(both.inspect_asm().values())))
+    compiled = both.inspect_asm()
+    result["vectorized"] = bool(packed.search(compiled[both.signatures[0]]))
+    result["vectorized in float32"] = bool(re.search(r"\\bv?mulps\\b", compiled[both.signatures[1]]))
+    result["float32 widened"] = bool(re.search(r"\\bv?cvtps2pd\\b", compiled[both.signatures[1]]))
     result["kernel vectorized"] = bool(packed.search("\\n".join(numba_module._steps.inspect_asm().values())))
     print(json.dumps(result))
 """)
@@ -193,14 +204,16 @@ OPTIMIZED = textwrap.dedent("""
 
 def test_at_numbas_default_optimization_the_loops_vectorize_and_train_as_numpy(tmp_path):
     """The suite compiles at level 0 (conftest.py); here, in a child process at level 3, the loop
-    over _exp and _tanh compiles to packed-double instructions, and a digits-sized kernel
-    trains mini-batches to the NumPy module's weights."""
+    over _exp and _tanh compiles to packed instructions, float64's and float32's (float32 not
+    widened to float64), and a digits-sized kernel trains mini-batches to the NumPy module's
+    weights."""
     env = {**os.environ, "NUMBA_OPT": "3", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     done = subprocess.run([sys.executable, "-c", OPTIMIZED, str(tmp_path)], capture_output=True, text=True,
                           env=env, check=False, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["vectorized"] and result["kernel vectorized"], result
+    assert result["vectorized in float32"] and not result["float32 widened"], result
     assert result["difference"] < 1e-12, result
 
 
