@@ -312,6 +312,7 @@ def _work(m: int, dtype: str) -> tuple[Array, ...]:
         np.empty((32, 1), dtype),  # db1
         np.empty((16, m), dtype),  # delta2_t1
         np.empty((32, m), dtype),  # delta1_t1
+        np.ones((m, 1), dtype),  # ones: a Σ over samples is a product with it
     )
 
 
@@ -325,6 +326,9 @@ def _step(
     """One gradient-descent step on checked inputs, computed in the work arrays.
 
     The same step as ``train_step``, written one NumPy call per line with ``out=``.
+    δ⁽³⁾ is multiplied by α once: every error and gradient after it is linear in
+    δ⁽³⁾, so their arrays hold α times their formulas, which is what the updates
+    subtract.
     """
     W1, b1, W2, b2, W3, b3 = params
     (
@@ -345,6 +349,7 @@ def _step(
         db1,
         delta2_t1,
         delta1_t1,
+        ones,
     ) = work
     m = X.shape[1]
     # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
@@ -367,6 +372,8 @@ def _step(
     # δ⁽³⁾ = (diag(a⁽³⁾) − a⁽³⁾ (a⁽³⁾)ᵀ) (−y/(a⁽³⁾·m)) = (a⁽³⁾ − y)/m
     np.subtract(a3, Y, out=delta3)
     delta3 /= m
+    # δ⁽³⁾ ← α δ⁽³⁾
+    delta3 *= learning_rate
     # δ⁽²⁾ = (W⁽³⁾)ᵀ δ⁽³⁾ ⊙ tanh'(z⁽²⁾)
     np.dot(W3.T, delta3, out=delta2)
     np.square(a2, out=delta2_t1)
@@ -379,35 +386,26 @@ def _step(
     # ∂L/∂W⁽³⁾ = δ⁽³⁾ (a⁽²⁾)ᵀ
     np.dot(delta3, a2.T, out=dW3)
     # ∂L/∂b⁽³⁾ = Σ δ⁽³⁾
-    ones = np.ones((delta3.shape[1], 1), delta3.dtype)
     np.dot(delta3, ones, out=db3)
     # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
     np.dot(delta2, a1.T, out=dW2)
     # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
-    ones = np.ones((delta2.shape[1], 1), delta2.dtype)
     np.dot(delta2, ones, out=db2)
     # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
     np.dot(delta1, X.T, out=dW1)
     # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
-    ones = np.ones((delta1.shape[1], 1), delta1.dtype)
     np.dot(delta1, ones, out=db1)
     # W⁽³⁾ ← W⁽³⁾ − α ∂L/∂W⁽³⁾
-    dW3 *= learning_rate
     W3 -= dW3
     # b⁽³⁾ ← b⁽³⁾ − α ∂L/∂b⁽³⁾
-    db3 *= learning_rate
     b3 -= db3
     # W⁽²⁾ ← W⁽²⁾ − α ∂L/∂W⁽²⁾
-    dW2 *= learning_rate
     W2 -= dW2
     # b⁽²⁾ ← b⁽²⁾ − α ∂L/∂b⁽²⁾
-    db2 *= learning_rate
     b2 -= db2
     # W⁽¹⁾ ← W⁽¹⁾ − α ∂L/∂W⁽¹⁾
-    dW1 *= learning_rate
     W1 -= dW1
     # b⁽¹⁾ ← b⁽¹⁾ − α ∂L/∂b⁽¹⁾
-    db1 *= learning_rate
     b1 -= db1
 
 

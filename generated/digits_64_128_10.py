@@ -279,6 +279,7 @@ def _work(m: int, dtype: str) -> tuple[Array, ...]:
         np.empty((128, 64), dtype),  # dW1
         np.empty((128, 1), dtype),  # db1
         np.empty((128, m), dtype),  # delta1_t1
+        np.ones((m, 1), dtype),  # ones: a Σ over samples is a product with it
     )
 
 
@@ -292,9 +293,12 @@ def _step(
     """One gradient-descent step on checked inputs, computed in the work arrays.
 
     The same step as ``train_step``, written one NumPy call per line with ``out=``.
+    δ⁽²⁾ is multiplied by α once: every error and gradient after it is linear in
+    δ⁽²⁾, so their arrays hold α times their formulas, which is what the updates
+    subtract.
     """
     W1, b1, W2, b2 = params
-    z1, a1, z2, a2, delta2, delta1, dW2, db2, dW1, db1, delta1_t1 = work
+    z1, a1, z2, a2, delta2, delta1, dW2, db2, dW1, db1, delta1_t1, ones = work
     m = X.shape[1]
     # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
     np.dot(W1, X, out=z1)
@@ -311,6 +315,8 @@ def _step(
     # δ⁽²⁾ = (diag(a⁽²⁾) − a⁽²⁾ (a⁽²⁾)ᵀ) (−y/(a⁽²⁾·m)) = (a⁽²⁾ − y)/m
     np.subtract(a2, Y, out=delta2)
     delta2 /= m
+    # δ⁽²⁾ ← α δ⁽²⁾
+    delta2 *= learning_rate
     # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ tanh'(z⁽¹⁾)
     np.dot(W2.T, delta2, out=delta1)
     np.square(a1, out=delta1_t1)
@@ -319,24 +325,18 @@ def _step(
     # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
     np.dot(delta2, a1.T, out=dW2)
     # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
-    ones = np.ones((delta2.shape[1], 1), delta2.dtype)
     np.dot(delta2, ones, out=db2)
     # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
     np.dot(delta1, X.T, out=dW1)
     # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
-    ones = np.ones((delta1.shape[1], 1), delta1.dtype)
     np.dot(delta1, ones, out=db1)
     # W⁽²⁾ ← W⁽²⁾ − α ∂L/∂W⁽²⁾
-    dW2 *= learning_rate
     W2 -= dW2
     # b⁽²⁾ ← b⁽²⁾ − α ∂L/∂b⁽²⁾
-    db2 *= learning_rate
     b2 -= db2
     # W⁽¹⁾ ← W⁽¹⁾ − α ∂L/∂W⁽¹⁾
-    dW1 *= learning_rate
     W1 -= dW1
     # b⁽¹⁾ ← b⁽¹⁾ − α ∂L/∂b⁽¹⁾
-    db1 *= learning_rate
     b1 -= db1
 
 

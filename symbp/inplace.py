@@ -9,7 +9,7 @@ arrays made once per batch size, and each operation becomes one call per line:
 * ``Gemm`` → ``np.dot(W1, X, out=z1)``; ``AddBias`` → ``z1 += b1``;
 * ``Apply`` → the elementwise formula (code forms put in, shared subexpressions in their
   scratch arrays, as the program decided) written as ufunc calls into its array;
-* ``SampleTotal``/``UnitTotal`` → ``.sum(..., out=)``; ``ColumnSoftmax``; ``Descend`` scales
+* ``SampleTotal`` → ``np.dot`` with a column of ones; ``UnitTotal`` → ``.sum(..., out=)``; ``ColumnSoftmax``; ``Descend`` scales
   the gradient's own array in place and subtracts it.
 
 A node inside a formula that has no ufunc is an error naming it, never a silent
@@ -62,6 +62,7 @@ class InPlacePrinter(OperationPrinter):
         self.program = program
         self._owner = ""
         self._out: Buffer | None = None
+        self.ones = False  # whether a sum over the samples uses the work arrays' column of ones
 
     # -- operations ----------------------------------------------------------------------------
     def _print_Gemm(self, op: Gemm) -> list[str]:
@@ -93,8 +94,9 @@ class InPlacePrinter(OperationPrinter):
     def _print_SampleTotal(self, op: SampleTotal) -> list[str]:
         # A product with a column of ones: on short rows (small batches) BLAS sums about 4
         # times faster than .sum(axis=1), and as fast on long ones.
-        source = op.source.name
-        return [f"ones = np.ones(({source}.shape[1], 1), {source}.dtype)", f"np.dot({source}, ones, out={op.out.name})"]
+        # The column is one of the work arrays, made with them once per batch size.
+        self.ones = True
+        return [f"np.dot({op.source.name}, ones, out={op.out.name})"]
 
     def _print_UnitTotal(self, op: UnitTotal) -> list[str]:
         return [f"{op.source.name}.sum(axis=0, keepdims=True, out={op.out.name})"]
@@ -108,7 +110,10 @@ class InPlacePrinter(OperationPrinter):
         ]
 
     def _print_Descend(self, op: Descend) -> list[str]:
-        """θ ← θ − α ∂L/∂θ: the gradient's own array is scaled in place, as nothing reads it later."""
+        """θ ← θ − α ∂L/∂θ: the gradient's own array is scaled in place, as nothing reads it later
+        (a rate of 1: the array already holds α ∂L/∂θ, program.fold_rate)."""
+        if op.rate == 1:
+            return [f"{op.param.name} -= {op.gradient.name}"]
         return [f"{op.gradient.name} *= {_CODE.doprint(op.rate)}", f"{op.param.name} -= {op.gradient.name}"]
 
     # -- elementwise formulas -----------------------------------------------------------------

@@ -18,7 +18,7 @@ operation; an operation a backend has no method for is an error naming both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import sympy as sp
 
@@ -207,6 +207,51 @@ def lower(d: Derivation) -> Program:
         program.buffers[quantity.name] = _buffer(quantity)
     program.updates = tuple(lowering.update(e) for e in d.updates)
     return program
+
+
+def fold_rate(program: Program) -> Program:
+    """For gradient descent with no penalty: the program with the step δ⁽ᴺ⁾ ← α δ⁽ᴺ⁾ right after
+    δ⁽ᴺ⁾, and updates that subtract their gradients as they are.
+
+    Every later error and every gradient is linear in δ⁽ᴺ⁾ (the chain rule multiplies it by
+    Jacobians that do not depend on it), so each of their arrays then holds α times its formula,
+    which is what the update subtracts: one multiplication per step instead of one per
+    parameter. The program is returned unchanged for an optimizer or a penalty (λW joins the
+    gradients unscaled), and where a step after δ⁽ᴺ⁾ reads no scaled array or reads a value of
+    the backward pass computed before δ⁽ᴺ⁾ (an op after the last affine map).
+    """
+    d = program.derivation
+    descents = all(isinstance(op, Descend) for s in program.updates for op in s.operations)
+    if d.optimizer is not None or d.penalty is not None or not descents:
+        return program
+    delta = d.layers[-1].delta.name
+    index = next((i for i, s in enumerate(program.backward) if s.target.name == delta), None)
+    if index is None:
+        return program
+    first = program.backward[index]
+    unscaled = {op.out.name for s in program.backward[:index] for op in s.operations}
+    scaled = {delta}
+    for later in (*program.backward[index + 1:], *program.gradients):
+        reads = set().union(*(_reads(op) for op in later.operations))
+        if reads & unscaled or not reads & scaled:
+            return program
+        scaled.add(later.target.name)
+    value = entry(_quantity(first.target))
+    scale = Step(first.target, Equation(first.equation.lhs, alpha * first.equation.lhs, relation="<-"),
+                 (Apply(first.target, alpha * value, alpha * value),))
+    updates = tuple(replace(s, operations=tuple(replace(op, rate=sp.S.One) for op in s.operations))
+                    for s in program.updates)
+    backward = (*program.backward[:index + 1], scale, *program.backward[index + 1:])
+    return replace(program, backward=backward, updates=updates)
+
+
+def _reads(op: object) -> set[str]:
+    """The names of the buffers an operation reads (its scratch arrays excepted)."""
+    if isinstance(op, Apply):
+        formulas = [op.code, *(value for _, value in op.shared)]
+        names = {s.quantity.name for f in formulas for s in f.free_symbols if isinstance(s, Entry)}
+        return names - {scratch.name for scratch, _ in op.shared}
+    return {getattr(op, f.name).name for f in fields(op) if f.name != "out" and isinstance(getattr(op, f.name), Buffer)}
 
 
 def _buffer(quantity: Quantity) -> Buffer:

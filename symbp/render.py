@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from .algebra import STATE
-from .codegen import module_context, unpack, unpack_masks
+from .codegen import _COMMENT, module_context, unpack, unpack_masks
 from .derive import Derivation
 from .inplace import InPlacePrinter
 from .jaxcode import JAX_CODE, jax_context
 from .loops import kernel_context
-from .program import Program, lower
+from .program import Program, fold_rate, lower
 from .spec import SpecError
 from .templating import environment
 
@@ -34,15 +34,19 @@ def render_module(d: Derivation, backend: str = "numpy") -> str:
 
 
 def numpy_context(program: Program) -> dict:
-    """The allocating module plus ``_step``, the in-place printing of the same program."""
-    printer = InPlacePrinter(program)
-    step = [line for s in program.steps for line in printer.step(s)]
+    """The allocating module plus ``_step``, the in-place printing of the same program, with α
+    folded into δ⁽ᴺ⁾ where the optimizer allows (``gradients`` and ``train_step`` keep ∂L/∂θ)."""
+    folded = fold_rate(program)
+    printer = InPlacePrinter(folded)
+    step = [line for s in folded.steps for line in printer.step(s)]
     work = program.work  # after printing: the in-place printer may add scratch arrays
     return {
         "step": step,
         "work": work,
+        "ones": printer.ones,
+        "folded": _COMMENT.doprint(folded.backward[0].equation.lhs) if folded is not program else "",
         "unpack_params": unpack([p.name for p in program.params], "params"),
-        "unpack_work": unpack([w.name for w in work], "work"),
+        "unpack_work": unpack([w.name for w in work] + (["ones"] if printer.ones else []), "work"),
         "unpack_state": unpack([b.name for b in program.buffers.values() if b.role == STATE], "state"),
         "unpack_masks": unpack_masks([mask.name for mask in program.derivation.masks]),
     }

@@ -1,6 +1,7 @@
 """The in-place training step: what it computes, and that it allocates nothing large."""
 
 import tracemalloc
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,11 +12,11 @@ from sympy.codegen.numpy_nodes import logaddexp
 
 import symbp
 from symbp.algebra import TARGET, VALUE, Quantity, entry
-from symbp.codegen import UnsupportedOperation
+from symbp.codegen import UnsupportedOperation, statement
 from symbp.derive import derive_spec
 from symbp.inplace import InPlacePrinter
 from symbp.network import make_spec
-from symbp.program import Buffer, Program
+from symbp.program import Apply, Buffer, Program, _quantity, fold_rate, lower
 from symbp.train import load_module, module_for
 
 ROWS = 3
@@ -136,3 +137,41 @@ def test_a_long_formula_split_into_lines_computes_the_formula():
         exec(f"{name} = {code}", scope)  # noqa: S102 -- lines printed by the test from its own formula
     expected = float(expr.subs({s: values[str(s)] for s in symbols}))
     assert math.isclose(scope["t"], expected, rel_tol=1e-14)
+
+
+@pytest.mark.parametrize(("options", "folded"), [
+    ({}, True), ({"batch_norm": True}, True), ({"dropout": 0.2}, True),
+    ({"l2": "0.01"}, False), ({"optimizer": "momentum", "momentum": 0.9}, False),
+    ({"optimizer": "sgd", "weight_decay": 0.1}, False),
+])
+@pytest.mark.parametrize("loss", ["cross_entropy", "half_se"])
+def test_alpha_is_multiplied_into_the_output_error_once_for_plain_gradient_descent(options, folded, loss):
+    """With plain gradient descent the in-place step scales δ⁽ᴺ⁾ by α right after computing it
+    (after s⁽ᴺ⁾, which softmax with half_se computes first) and subtracts the gradients as they
+    are; a penalty or an optimizer keeps one α per update. (That the folded step trains as
+    train_step does is tests/test_torch_oracle.py's.)"""
+    program = lower(derive_spec(make_spec("3-4-2", "tanh,softmax", loss, **options)))
+    result = fold_rate(program)
+    assert (result is not program) == folded
+    if not folded:
+        return
+    added = [s for s in result.backward if s not in program.backward]
+    assert [s.equation.lhs.name for s in added] == [program.derivation.layers[-1].delta.name]
+    (scale,) = added
+    assert result.backward.index(scale) == [s.target.name for s in result.backward].index("delta2") + 1
+    assert str(statement(scale.equation).formula) == "δ⁽²⁾ ← α δ⁽²⁾"
+    assert all(op.rate == 1 for s in result.updates for op in s.operations)
+    lines = [line for s in result.steps for line in InPlacePrinter(result).step(s)]
+    assert [s.line for s in lines if "learning_rate" in s.line] == ["delta2 *= learning_rate"]
+
+
+def test_alpha_is_not_folded_where_a_later_step_reads_what_came_before_the_output_error():
+    """s⁽²⁾ is computed before δ⁽²⁾ and stays unscaled: a gradient that read it would be wrong."""
+    program = lower(derive_spec(make_spec("3-4-2", "tanh,softmax", "half_se")))
+    before = program.backward[0].target
+    assert before.name != "delta2"
+    last = program.gradients[-1]
+    reading = replace(last, operations=(Apply(last.target, entry(_quantity(before)), entry(_quantity(before))),))
+    changed = replace(program, gradients=(*program.gradients[:-1], reading))
+    assert fold_rate(changed) is changed
+    assert fold_rate(program) is not program
