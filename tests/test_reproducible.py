@@ -28,16 +28,24 @@ HASH_SEEDS = ("0", "1", "12345", "random")
 TIMEOUT = 300
 
 
-@pytest.mark.parametrize("options", NETWORKS.values(), ids=NETWORKS.keys())
-def test_generate_is_byte_identical_across_processes_and_hash_seeds(options, tmp_path):
-    # The same environment as test_cli.run (PYTHONPATH = the source tree), one process per hash seed, run side by side.
-    outputs = {seed: tmp_path / f"seed_{seed}.py" for seed in HASH_SEEDS}
-    processes = {
-        seed: subprocess.Popen([sys.executable, "-m", "symbp", "generate", *options, "-o", str(out)],
-                               cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": seed},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for seed, out in outputs.items()
-    }
+# One process per hash seed generates every network (the command's main, as python -m symbp calls it).
+GENERATE_ALL = """
+import json, sys
+from symbp.cli import main
+networks = json.loads(sys.argv[1])
+sys.exit(max(main(["generate", *options, "-o", name + ".py"]) for name, options in networks.items()))
+"""
+
+
+def test_generate_is_byte_identical_across_processes_and_hash_seeds(tmp_path):
+    # The same environment as test_cli.run (PYTHONPATH = the source tree), one process per hash seed, side by side.
+    folders = {seed: tmp_path / f"seed_{seed}" for seed in HASH_SEEDS}
+    processes = {}
+    for seed, folder in folders.items():
+        folder.mkdir()
+        processes[seed] = subprocess.Popen([sys.executable, "-c", GENERATE_ALL, json.dumps(NETWORKS)], cwd=folder,
+                                           env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": seed},
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for seed, process in processes.items():
             _, stderr = process.communicate(timeout=TIMEOUT)
@@ -47,11 +55,12 @@ def test_generate_is_byte_identical_across_processes_and_hash_seeds(options, tmp
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    contents = {seed: out.read_bytes() for seed, out in outputs.items()}
-    reference = contents[HASH_SEEDS[0]]
-    assert reference.startswith(f'"""Backpropagation for the network {" ".join(options)}.'.encode())
-    differing = [seed for seed, content in contents.items() if content != reference]
-    assert differing == [], f"PYTHONHASHSEED {differing} gave different bytes than PYTHONHASHSEED={HASH_SEEDS[0]}"
+    for name, options in NETWORKS.items():
+        contents = {seed: (folder / f"{name}.py").read_bytes() for seed, folder in folders.items()}
+        reference = contents[HASH_SEEDS[0]]
+        assert reference.startswith(f'"""Backpropagation for the network {" ".join(options)}.'.encode())
+        differing = [seed for seed, content in contents.items() if content != reference]
+        assert differing == [], f"{name}: PYTHONHASHSEED {differing} gave different bytes than {HASH_SEEDS[0]}"
 
 
 IMPORT_PROBE = """

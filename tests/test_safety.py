@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_cli import run
@@ -31,12 +32,15 @@ PAYLOADS = [
 
 @pytest.mark.parametrize("payload", PAYLOADS)
 def test_formulas_that_are_code_are_refused_and_never_run(payload, tmp_path):
+    """The first payload goes through the installed command in a process of its own; the rest
+    through ``main`` in this one (the API call below runs them here anyway)."""
     marker = tmp_path / "pwned"
     text = payload.format(marker=marker)
     out = tmp_path / "net.py"
+    command = run if payload == PAYLOADS[0] else run_main
     for args in (["derive", "--layers", "2-2-1", "--activation", f"{text},sigmoid"],
                  ["generate", "--layers", "2-2-1", "--activation", f"{text},sigmoid", "-o", str(out)]):
-        result = run(*args, cwd=tmp_path)
+        result = command(*args, cwd=tmp_path)
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith("symbp: error: ") and len(result.stderr.strip().splitlines()) == 1
         assert "Traceback" not in result.stderr
@@ -196,7 +200,7 @@ def test_a_failed_generate_leaves_the_file_alone_and_the_api_says_the_same(optio
     out.write_bytes(generated_2_3_2)  # what `symbp generate --layers 2-3-2 -o net.py` wrote
     before = out.read_bytes()
     args = [item for key, value in options.items() for item in (f"--{key}", value)]
-    result = run("generate", *args, "-o", str(out), "--force")
+    result = run_main("generate", *args, "-o", str(out), "--force")
     assert result.returncode == 2 and out.read_bytes() == before
     assert sorted(path.name for path in tmp_path.iterdir()) == ["net.py"]
     with pytest.raises(ValueError) as raised:
