@@ -298,7 +298,6 @@ def _work(m: int, dtype: str) -> tuple[Array, ...]:
         np.empty((32, m), dtype),  # z1
         np.empty((32, m), dtype),  # a1
         np.empty((16, m), dtype),  # z2
-        np.empty((16, m), dtype),  # a2
         np.empty((10, m), dtype),  # z3
         np.empty((10, m), dtype),  # a3
         np.empty((10, m), dtype),  # delta3
@@ -335,7 +334,6 @@ def _step(
         z1,
         a1,
         z2,
-        a2,
         z3,
         a3,
         delta3,
@@ -351,6 +349,7 @@ def _step(
         delta1_t1,
         ones,
     ) = work
+    a2 = z2  # z2 is not read after a2 is computed from it
     m = X.shape[1]
     # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
     np.dot(W1, X, out=z1)

@@ -269,7 +269,6 @@ def _work(m: int, dtype: str) -> tuple[Array, ...]:
     """
     return (
         np.empty((128, m), dtype),  # z1
-        np.empty((128, m), dtype),  # a1
         np.empty((10, m), dtype),  # z2
         np.empty((10, m), dtype),  # a2
         np.empty((10, m), dtype),  # delta2
@@ -298,7 +297,8 @@ def _step(
     subtract.
     """
     W1, b1, W2, b2 = params
-    z1, a1, z2, a2, delta2, delta1, dW2, db2, dW1, db1, delta1_t1, ones = work
+    z1, z2, a2, delta2, delta1, dW2, db2, dW1, db1, delta1_t1, ones = work
+    a1 = z1  # z1 is not read after a1 is computed from it
     m = X.shape[1]
     # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
     np.dot(W1, X, out=z1)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy.codegen.numpy_nodes import logaddexp
 
-from .algebra import Entry
+from .algebra import SCRATCH, VALUE, Entry
 from .codegen import _CODE, OperationPrinter, UnsupportedOperation
 from .program import (
     AddBias,
@@ -33,6 +33,7 @@ from .program import (
     Program,
     SampleTotal,
     UnitTotal,
+    _reads,
 )
 
 # SymPy functions whose NumPy ufunc takes out=, by the ufunc's name.
@@ -267,3 +268,35 @@ class InPlacePrinter(OperationPrinter):
         lines = self.into(otherwise, out)
         source = self.operand(value, lines)
         return lines + [f"np.copyto({out}, {source}, where={_CODE.doprint(condition)})"]
+
+
+def shared_arrays(program: Program) -> dict[str, str]:
+    """Values that can take the array of a value read for the last time in computing them:
+    {value: the earlier value}.
+
+    An activation that is one ufunc of its input, such as tanh(z⁽¹⁾) when nothing reads z⁽¹⁾
+    afterwards, may write over that input (NumPy's ufuncs allow out= to be an input). The
+    step's working set then has one layer-sized array fewer, which keeps more of it in cache
+    on long batches. Nothing else shares: a product's out= must not overlap its operands, and
+    a formula printed as several calls could read its input after overwriting it.
+    """
+    operations = [op for step in program.steps for op in step.operations]
+    last_read: dict[str, int] = {}
+    written: dict[str, list[int]] = {}
+    for index, op in enumerate(operations):
+        for name in _reads(op):
+            last_read[name] = index
+        writes = (op.param, op.gradient) if isinstance(op, Descend) else (op.out, *(b for b, _ in getattr(op, "shared", ())))
+        for buffer in writes:
+            written.setdefault(buffer.name, []).append(index)
+    shared: dict[str, str] = {}
+    for index, op in enumerate(operations):
+        if not (isinstance(op, Apply) and not op.shared and type(op.code) in _UNARY
+                and isinstance(op.code.args[0], Entry)):
+            continue
+        source = program.buffers[op.code.args[0].quantity.name]
+        if (source.role in (VALUE, SCRATCH) and source.per_sample and op.out.per_sample
+                and source.rows == op.out.rows and last_read.get(source.name) == index
+                and written.get(source.name, [index])[-1] < index and written[op.out.name][0] == index):
+            shared[op.out.name] = shared.get(source.name, source.name)
+    return shared

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .algebra import STATE
 from .codegen import _COMMENT, module_context, unpack, unpack_masks
 from .derive import Derivation
-from .inplace import InPlacePrinter
+from .inplace import InPlacePrinter, shared_arrays
 from .jaxcode import JAX_CODE, jax_context
 from .loops import kernel_context
 from .program import Program, fold_rate, lower
@@ -39,10 +39,13 @@ def numpy_context(program: Program) -> dict:
     folded = fold_rate(program)
     printer = InPlacePrinter(folded)
     step = [line for s in folded.steps for line in printer.step(s)]
-    work = program.work  # after printing: the in-place printer may add scratch arrays
+    shared = shared_arrays(folded)
+    # after printing: the in-place printer may add scratch arrays
+    work = tuple(w for w in program.work if w.name not in shared)
     return {
         "step": step,
         "work": work,
+        "shared": shared,
         "ones": printer.ones,
         "folded": _COMMENT.doprint(folded.backward[0].equation.lhs) if folded is not program else "",
         "unpack_params": unpack([p.name for p in program.params], "params"),

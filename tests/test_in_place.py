@@ -14,7 +14,7 @@ import symbp
 from symbp.algebra import TARGET, VALUE, Quantity, entry
 from symbp.codegen import UnsupportedOperation, statement
 from symbp.derive import derive_spec
-from symbp.inplace import InPlacePrinter
+from symbp.inplace import InPlacePrinter, shared_arrays
 from symbp.network import make_spec
 from symbp.program import Apply, Buffer, Program, _quantity, fold_rate, lower
 from symbp.train import load_module, module_for
@@ -175,3 +175,18 @@ def test_alpha_is_not_folded_where_a_later_step_reads_what_came_before_the_outpu
     changed = replace(program, gradients=(*program.gradients[:-1], reading))
     assert fold_rate(changed) is changed
     assert fold_rate(program) is not program
+
+
+@pytest.mark.parametrize(("layers", "activation", "expected"), [
+    ("64-128-10", "tanh,softmax", {"a1": "z1"}),  # tanh' is written in a, so z⁽¹⁾ is read once
+    ("4-5-5-3", "tanh,tanh,softmax", {"a1": "z1", "a2": "z2"}),
+    ("4-5-3", "relu,softmax", {}),  # relu' reads z⁽¹⁾ in the backward pass
+    ("4-5-3", "sigmoid,softmax", {}),  # σ is several calls: it could read z after overwriting it
+])
+def test_an_activation_of_one_ufunc_writes_over_an_input_read_only_by_it(layers, activation, expected):
+    program = fold_rate(lower(derive_spec(make_spec(layers, activation, "cross_entropy"))))
+    assert shared_arrays(program) == expected
+    source = symbp.generate(layers, activation, "cross_entropy")
+    for value, earlier in expected.items():
+        assert f"    {value} = {earlier}  # {earlier} is not read after {value} is computed from it\n" in source
+        assert f"np.empty(({layers.split('-')[1]}, m), dtype),  # {value}\n" not in source
