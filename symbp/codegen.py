@@ -379,7 +379,7 @@ def short_assignments(target: str, expr: sp.Expr, indent: int = BODY_INDENT,
         taken = {str(symbol) for symbol in expr.free_symbols}  # a factor named before, one level up
         name = next(sp.Symbol(f"{target}_factor{'' if k == 1 else k}", real=True) for k in range(1, len(taken) + 2)
                     if f"{target}_factor{'' if k == 1 else k}" not in taken)
-        if part.is_Add:
+        if part.is_Add or isinstance(part, (sp.Piecewise, sp.Heaviside)):  # a sum, or a conditional
             return [*short_assignments(name.name, part, indent, printer),
                     *short_assignments(target, expr.xreplace({part: name}), indent, printer)]
     terms = sp.Add.make_args(expr)

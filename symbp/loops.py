@@ -19,10 +19,12 @@ from __future__ import annotations
 import re
 
 import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
 
 from .activations import Activation
 from .algebra import STATE, Entry
 from .codegen import NumpyCodePrinter, OperationPrinter, UnsupportedOperation, fits, short_assignments, statement
+from .derive import alpha, m
 from .program import (
     AddBias,
     Apply,
@@ -56,7 +58,13 @@ def compiled_form(f: Activation) -> sp.Expr:
 
 
 class ScalarPrinter(NumpyCodePrinter):
-    """One number of a formula inside the kernel: buffers indexed, activations compiled."""
+    """One number of a formula inside the kernel: buffers indexed, activations compiled.
+
+    Every constant is written ``real(c)``, ``real`` being the data's scalar type, which the
+    kernel and each compiled activation define: numba types a Python number as float64, and a
+    float64 constant would widen a float32 kernel's arithmetic to float64 (whole powers stay
+    plain: ``a ** 2`` keeps a's type).
+    """
 
     def __init__(self, program: Program | None = None, row: str = "i", sample: str = "k") -> None:
         super().__init__()
@@ -77,7 +85,31 @@ class ScalarPrinter(NumpyCodePrinter):
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         if isinstance(expr, Entry) and self.program is not None:
             return self.index(self.program.buffers[expr.quantity.name])
+        if expr == m or (not isinstance(expr, Entry) and expr.name in self.names and expr != alpha):  # m, λ, ε, p, β…
+            return f"real({super()._print_Symbol(expr)})"  # (α: train passes it in the data's dtype)
         return super()._print_Symbol(expr)
+
+    def _print_Integer(self, expr: sp.Integer) -> str:
+        return f"real({expr.p})"
+
+    _print_Zero = _print_Integer
+
+    def _print_Float(self, expr: sp.Float) -> str:
+        return f"real({super()._print_Float(expr)})"
+
+    def _print_Rational(self, expr: sp.Rational) -> str:
+        return f"real({expr.p} / {expr.q})"  # p/q in float64, rounded once, as NumPy takes it
+
+    def _print_logaddexp(self, expr: sp.Function) -> str:
+        return f"np.logaddexp({', '.join(self._print(arg) for arg in expr.args)})"
+
+    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
+        base, exp = expr.args
+        if exp.is_Integer and exp < 0:
+            return f"real(1) / {self._operand(base ** -exp, PRECEDENCE['Mul'] + 1)}"
+        if exp == -sp.S.Half:
+            return f"real(1) / np.sqrt({self._print(base)})"
+        return super()._print_Pow(expr, rational)
 
     def index(self, buffer: Buffer) -> str:
         """``a1[i, k]``; a row shared by the units ``s2[0, k]``; a parameter vector ``c1[i, 0]``."""
@@ -100,8 +132,8 @@ class ScalarPrinter(NumpyCodePrinter):
         at_zero = float(expr.args[1]) if len(expr.args) > 1 else 0.5
         x = self._print(expr.args[0])
         if at_zero in (0.0, 1.0):
-            return f"(1.0 if {x} {'>' if at_zero == 0 else '>='} 0 else 0.0)"
-        return f"(1.0 if {x} > 0 else ({at_zero!r} if {x} == 0 else 0.0))"
+            return f"(real(1) if {x} {'>' if at_zero == 0 else '>='} 0 else real(0))"
+        return f"(real(1) if {x} > 0 else (real({at_zero!r}) if {x} == 0 else real(0)))"
 
     def _print_Piecewise(self, expr: sp.Piecewise) -> str:
         (value, condition), (otherwise, _) = expr.args
@@ -114,7 +146,10 @@ class ScalarPrinter(NumpyCodePrinter):
         return f"min({', '.join(self._print(arg) for arg in expr.args)})"
 
     def _print_Relational(self, expr: sp.core.relational.Relational) -> str:
-        return f"{self._print(expr.lhs)} {expr.rel_op} {self._print(expr.rhs)}"
+        # a comparison yields a bool whatever its operands' types: numbers stay plain
+        lhs, rhs = ((str(side) if side.is_Integer else repr(float(side))) if side.is_Number else self._print(side)
+                    for side in (expr.lhs, expr.rhs))
+        return f"{lhs} {expr.rel_op} {rhs}"
 
 
 def wide(op: Gemm) -> bool:
@@ -323,6 +358,8 @@ def kernel_context(program: Program, batch_norms: list[dict] | None = None) -> d
     scalars = [{"name": f.name, "formula": f"{f.activation.function.unicode_symbol}(z)",
                 "lines": short_assignments("value", compiled_form(f.activation), 4, twins)}
                for f in program.functions if f.name in printer.scalar.twins]
+    for scalar in scalars:
+        scalar["typed"] = any("real(" in code for _, code in scalar["lines"])
     # The kernel evaluates each formula whole, so the scratch arrays of shared subexpressions go
     # unused; gradients applied at once need no array either.
     used = {name for step in program.steps for op in step.operations for name in _buffers_read_or_written(op)}

@@ -200,6 +200,12 @@ OPTIMIZED = textwrap.dedent("""
     result["vectorized in float32"] = bool(re.search(r"\\bv?mulps\\b", compiled[both.signatures[1]]))
     result["float32 widened"] = bool(re.search(r"\\bv?cvtps2pd\\b", compiled[both.signatures[1]]))
     result["kernel vectorized"] = bool(packed.search("\\n".join(numba_module._steps.inspect_asm().values())))
+    # a float32 kernel: its vectorized loops stay in float32 (no packed conversions to and from float64)
+    single = numba_module.init_params(1, "fan_in", "float32")
+    numba_module.train(single, X.astype(np.float32), Y.astype(np.float32), 1, 0.1, batch_size=32, rng=2, loops=True)
+    float32_kernel = [asm for signature, asm in numba_module._steps.inspect_asm().items()
+                      if str(signature[0].dtype) == "float32"]
+    result["float32 kernel widened"] = [bool(re.search(r"\\bv?cvt(ps2pd|pd2ps)\\b", asm)) for asm in float32_kernel]
     print(json.dumps(result))
 """)
 
@@ -216,6 +222,7 @@ def test_at_numbas_default_optimization_the_loops_vectorize_and_train_as_numpy(t
     result = json.loads(done.stdout)
     assert result["vectorized"] and result["kernel vectorized"], result
     assert result["vectorized in float32"] and not result["float32 widened"], result
+    assert result["float32 kernel widened"] == [False], result
     assert result["difference"] < 1e-12, result
 
 
@@ -234,3 +241,23 @@ def test_a_module_imported_by_name_then_trained_from_the_command_line_reuses_its
     result = run_main("train", "--module", str(path), "--epochs", "200", cwd=tmp_path.parent)
     assert result.returncode == 0, result.stderr
     assert "XOR" in result.stdout
+
+
+def test_the_kernels_constants_are_in_the_datas_dtype():
+    """numba types a Python number as float64, which would widen a float32 kernel's arithmetic:
+    constants are written real(c), real being the data's scalar type; whole powers and
+    comparisons stay plain (a ** 2 keeps a's type; a comparison gives a bool)."""
+    import sympy as sp
+
+    from symbp.derive import m
+    from symbp.loops import ScalarPrinter
+
+    z = sp.Symbol("z")
+    printer = ScalarPrinter()
+    assert printer.doprint(1 - z**2) == "real(1) - z**2"
+    assert printer.doprint(z / m) == "z / real(m)"
+    assert printer.doprint(sp.Piecewise((1, z > 0), (sp.Rational(1, 10), True))) == "real(1) if z > 0 else real(1 / 10)"
+    assert printer.doprint(1 / sp.sqrt(z)) == "real(1) / np.sqrt(z)"
+    source = symbp.generate("4-5-3", "sigmoid,softmax", "cross_entropy", "mean", backend="numba")
+    assert "    real = X_data.dtype.type\n" in source and "    real = np.asarray(z).dtype.type\n" in source
+    assert "/ real(m)" in source
