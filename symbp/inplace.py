@@ -33,7 +33,8 @@ from .program import (
     Program,
     SampleTotal,
     UnitTotal,
-    _reads,
+    reads,
+    writes,
 )
 
 # SymPy functions whose NumPy ufunc takes out=, by the ufunc's name.
@@ -284,11 +285,10 @@ def shared_arrays(program: Program) -> dict[str, str]:
     last_read: dict[str, int] = {}
     written: dict[str, list[int]] = {}
     for index, op in enumerate(operations):
-        for name in _reads(op):
+        for name in reads(op):
             last_read[name] = index
-        writes = (op.param, op.gradient) if isinstance(op, Descend) else (op.out, *(b for b, _ in getattr(op, "shared", ())))
-        for buffer in writes:
-            written.setdefault(buffer.name, []).append(index)
+        for name in writes(op) | {scratch.name for scratch, _ in getattr(op, "shared", ())}:
+            written.setdefault(name, []).append(index)
     shared: dict[str, str] = {}
     for index, op in enumerate(operations):
         if not (isinstance(op, Apply) and not op.shared and type(op.code) in _UNARY

@@ -36,6 +36,8 @@ from .program import (
     SampleTotal,
     Step,
     UnitTotal,
+    reads,
+    writes,
 )
 
 KERNEL_INDENT = 12  # the kernel's body (4) inside its loops over epochs (4) and batches (4)
@@ -328,8 +330,8 @@ def _applied_at_once(program: Program) -> dict[str, Descend]:
             later = program.gradients[position + 1:]
             param = descents[name].param.name
             readers = [o for s in (*program.gradients, *program.updates) for o in s.operations
-                       if name in _buffers_read_or_written(o) and o is not op and not isinstance(o, Descend)]
-            if readers or any(param in _buffers_read_or_written(o) for s in later for o in s.operations):
+                       if name in (reads(o) | writes(o)) and o is not op and not isinstance(o, Descend)]
+            if readers or any(param in (reads(o) | writes(o)) for s in later for o in s.operations):
                 continue
             applied[name] = descents[name]
     return applied
@@ -362,7 +364,7 @@ def kernel_context(program: Program, batch_norms: list[dict] | None = None) -> d
         scalar["typed"] = any("real(" in code for _, code in scalar["lines"])
     # The kernel evaluates each formula whole, so the scratch arrays of shared subexpressions go
     # unused; gradients applied at once need no array either.
-    used = {name for step in program.steps for op in step.operations for name in _buffers_read_or_written(op)}
+    used = {name for step in program.steps for op in step.operations for name in reads(op) | writes(op)}
     used -= set(printer.applied)
     state = [b.name for b in program.buffers.values() if b.role == STATE]
     running = [line for b in batch_norms or [] for line in _running_lines(b)]
@@ -386,8 +388,3 @@ def _running_lines(b: dict) -> list[str]:
     ])
 
 
-def _buffers_read_or_written(op: object) -> set[str]:
-    names = {value.name for value in vars(op).values() if isinstance(value, Buffer)}
-    if isinstance(op, Apply):
-        names |= {s.quantity.name for s in op.formula.free_symbols if isinstance(s, Entry)}
-    return names

@@ -232,8 +232,8 @@ def fold_rate(program: Program) -> Program:
     unscaled = {op.out.name for s in program.backward[:index] for op in s.operations}
     scaled = {delta}
     for later in (*program.backward[index + 1:], *program.gradients):
-        reads = set().union(*(_reads(op) for op in later.operations))
-        if reads & unscaled or not reads & scaled:
+        read = set().union(*(reads(op) for op in later.operations))
+        if read & unscaled or not read & scaled:
             return program
         scaled.add(later.target.name)
     value = entry(_quantity(first.target))
@@ -245,13 +245,19 @@ def fold_rate(program: Program) -> Program:
     return replace(program, backward=backward, updates=updates)
 
 
-def _reads(op: object) -> set[str]:
-    """The names of the buffers an operation reads (its scratch arrays excepted)."""
+def reads(op: object) -> set[str]:
+    """The names of the buffers an operation reads: an Apply's, those its formula's entries name
+    (its own scratch arrays of shared subexpressions excepted); a Descend's, θ and ∂L/∂θ."""
     if isinstance(op, Apply):
         formulas = [op.code, *(value for _, value in op.shared)]
         names = {s.quantity.name for f in formulas for s in f.free_symbols if isinstance(s, Entry)}
         return names - {scratch.name for scratch, _ in op.shared}
     return {getattr(op, f.name).name for f in fields(op) if f.name != "out" and isinstance(getattr(op, f.name), Buffer)}
+
+
+def writes(op: object) -> set[str]:
+    """The names of the buffers an operation writes: its out; a Descend's θ and ∂L/∂θ (scaled in place)."""
+    return {op.param.name, op.gradient.name} if isinstance(op, Descend) else {op.out.name}
 
 
 def _buffer(quantity: Quantity) -> Buffer:
