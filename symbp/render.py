@@ -47,7 +47,7 @@ def numpy_context(program: Program) -> dict:
         "work": work,
         "shared": shared,
         "ones": printer.ones,
-        "folded": _COMMENT.doprint(folded.backward[0].equation.lhs) if folded is not program else "",
+        "folded": _COMMENT.doprint(program.derivation.layers[-1].delta) if folded is not program else "",
         "unpack_params": unpack([p.name for p in program.params], "params"),
         "unpack_work": unpack([w.name for w in work] + (["ones"] if printer.ones else []), "work"),
         "unpack_state": unpack([b.name for b in program.buffers.values() if b.role == STATE], "state"),

@@ -163,6 +163,8 @@ def test_alpha_is_multiplied_into_the_output_error_once_for_plain_gradient_desce
     assert all(op.rate == 1 for s in result.updates for op in s.operations)
     lines = [line for s in result.steps for line in InPlacePrinter(result).step(s)]
     assert [s.line for s in lines if "learning_rate" in s.line] == ["delta2 *= learning_rate"]
+    source = symbp.generate("3-4-2", "tanh,softmax", loss, **options)
+    assert "    δ⁽²⁾ is multiplied by α once: every error and gradient after it is linear in\n" in source
 
 
 def test_alpha_is_not_folded_where_a_later_step_reads_what_came_before_the_output_error():
