@@ -63,9 +63,9 @@ class ScalarPrinter(NumpyCodePrinter):
     """One number of a formula inside the kernel: buffers indexed, activations compiled.
 
     Every constant is written ``real(c)``, ``real`` being the data's scalar type, which the
-    kernel and each compiled activation define: numba types a Python number as float64, and a
-    float64 constant would widen a float32 kernel's arithmetic to float64 (whole powers stay
-    plain: ``a ** 2`` keeps a's type).
+    kernel defines and passes to each compiled activation: numba types a Python number as
+    float64, and a float64 constant would widen a float32 kernel's arithmetic to float64 (whole
+    powers stay plain: ``a ** 2`` keeps a's type).
     """
 
     def __init__(self, program: Program | None = None, row: str = "i", sample: str = "k") -> None:
@@ -122,7 +122,7 @@ class ScalarPrinter(NumpyCodePrinter):
 
     def _print_ActivationBase(self, expr: sp.Function) -> str:
         self.twins.add(type(expr).code_name)
-        return f"_{type(expr).code_name}_jit({self._print(expr.args[0])})"
+        return f"_{type(expr).code_name}_jit({self._print(expr.args[0])}, real)"
 
     def doprint(self, expr: sp.Basic, assign_to: str | None = None) -> str:
         text = super().doprint(expr, assign_to)
@@ -360,8 +360,6 @@ def kernel_context(program: Program, batch_norms: list[dict] | None = None) -> d
     scalars = [{"name": f.name, "formula": f"{f.activation.function.unicode_symbol}(z)",
                 "lines": short_assignments("value", compiled_form(f.activation), 4, twins)}
                for f in program.functions if f.name in printer.scalar.twins]
-    for scalar in scalars:
-        scalar["typed"] = any("real(" in code for _, code in scalar["lines"])
     # The kernel evaluates each formula whole, so the scratch arrays of shared subexpressions go
     # unused; gradients applied at once need no array either.
     used = {name for step in program.steps for op in step.operations for name in reads(op) | writes(op)}

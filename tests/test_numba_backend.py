@@ -259,5 +259,6 @@ def test_the_kernels_constants_are_in_the_datas_dtype():
     assert printer.doprint(sp.Piecewise((1, z > 0), (sp.Rational(1, 10), True))) == "real(1) if z > 0 else real(1 / 10)"
     assert printer.doprint(1 / sp.sqrt(z)) == "real(1) / np.sqrt(z)"
     source = symbp.generate("4-5-3", "sigmoid,softmax", "cross_entropy", "mean", backend="numba")
-    assert "    real = X_data.dtype.type\n" in source and "    real = np.asarray(z).dtype.type\n" in source
+    assert "    real = X_data.dtype.type\n" in source and "_sigmoid_jit(z1[i, k], real)" in source
+    assert "def _sigmoid_jit(z: float, real: type) -> float:" in source
     assert "/ real(m)" in source
