@@ -253,6 +253,31 @@ def _still_finite(params: Params, epochs: int) -> None:
         )
 
 
+def _ones_below(rows: int, m: int, dtype: str) -> Array:
+    """An empty (rows + 1) × m array but for its last row, which is ones: a layer's input
+    under it, times [W b], is W times the input plus b."""
+    array = np.empty((rows + 1, m), dtype)
+    array[-1] = 1
+    return array
+
+
+def _stacked(params: Params) -> tuple[Array, ...]:
+    """The parameters as ``_step`` takes them: each W with its b beside it, [W b]."""
+    return (
+        np.hstack((params["W1"], params["b1"])),
+        np.hstack((params["W2"], params["b2"])),
+    )
+
+
+def _unstack(params: Params, weights: tuple[Array, ...]) -> None:
+    """Copies each [W b] back into the caller's W and b."""
+    W1_b1, W2_b2 = weights
+    params["W1"][...] = W1_b1[:, :2]
+    params["b1"][...] = W1_b1[:, 2:]
+    params["W2"][...] = W2_b2[:, :2]
+    params["b2"][...] = W2_b2[:, 2:]
+
+
 def _work(m: int, dtype: str) -> tuple[Array, ...]:
     """Empty arrays for every value a step on m samples computes, in ``_step``'s order.
 
@@ -261,24 +286,21 @@ def _work(m: int, dtype: str) -> tuple[Array, ...]:
     """
     return (
         np.empty((2, m), dtype),  # z1
-        np.empty((2, m), dtype),  # a1
+        _ones_below(2, m, dtype),  # a1_ones
         np.empty((1, m), dtype),  # z2
         np.empty((1, m), dtype),  # a2
         np.empty((1, m), dtype),  # delta2
         np.empty((2, m), dtype),  # delta1
-        np.empty((1, 2), dtype),  # dW2
-        np.empty((1, 1), dtype),  # db2
-        np.empty((2, 2), dtype),  # dW1
-        np.empty((2, 1), dtype),  # db1
+        np.empty((1, 3), dtype),  # dW2_db2
+        np.empty((2, 3), dtype),  # dW1_db1
         np.empty((1, m), dtype),  # delta2_t1
         np.empty((2, m), dtype),  # delta1_t1
-        np.ones((m, 1), dtype),  # ones: a Σ over samples is a product with it
     )
 
 
 def _step(
     params: tuple[Array, ...],
-    X: Array,
+    X_ones: Array,
     Y: Array,
     learning_rate: float,
     work: tuple[Array, ...],
@@ -289,34 +311,23 @@ def _step(
     δ⁽²⁾ is multiplied by α once: every error and gradient after it is linear in
     δ⁽²⁾, so their arrays hold α times their formulas, which is what the updates
     subtract.
+    Each layer's b is the last column of [W b] and its input has a row of ones below:
+    [W b] times the input is W times it plus b, and δ times the input's transpose is
+    [∂L/∂W ∂L/∂b], so one product computes each.
     """
-    W1, b1, W2, b2 = params
-    (
-        z1,
-        a1,
-        z2,
-        a2,
-        delta2,
-        delta1,
-        dW2,
-        db2,
-        dW1,
-        db1,
-        delta2_t1,
-        delta1_t1,
-        ones,
-    ) = work
+    W1_b1, W2_b2 = params
+    W2 = W2_b2[:, :2]
+    z1, a1_ones, z2, a2, delta2, delta1, dW2_db2, dW1_db1, delta2_t1, delta1_t1 = work
+    a1 = a1_ones[:2]
     # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
-    np.dot(W1, X, out=z1)
-    z1 += b1
+    np.dot(W1_b1, X_ones, out=z1)
     # a⁽¹⁾ = σ(z⁽¹⁾)
     np.negative(z1, out=a1)
     np.logaddexp(0.0, a1, out=a1)
     np.negative(a1, out=a1)
     np.exp(a1, out=a1)
     # z⁽²⁾ = W⁽²⁾ a⁽¹⁾ + b⁽²⁾
-    np.dot(W2, a1, out=z2)
-    z2 += b2
+    np.dot(W2_b2, a1_ones, out=z2)
     # a⁽²⁾ = σ(z⁽²⁾)
     np.negative(z2, out=a2)
     np.logaddexp(0.0, a2, out=a2)
@@ -335,21 +346,17 @@ def _step(
     delta1_t1 *= a1
     delta1 *= delta1_t1
     # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
-    np.dot(delta2, a1.T, out=dW2)
     # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
-    np.dot(delta2, ones, out=db2)
+    np.dot(delta2, a1_ones.T, out=dW2_db2)
     # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
-    np.dot(delta1, X.T, out=dW1)
     # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
-    np.dot(delta1, ones, out=db1)
+    np.dot(delta1, X_ones.T, out=dW1_db1)
     # W⁽²⁾ ← W⁽²⁾ − α ∂L/∂W⁽²⁾
-    W2 -= dW2
     # b⁽²⁾ ← b⁽²⁾ − α ∂L/∂b⁽²⁾
-    b2 -= db2
+    W2_b2 -= dW2_db2
     # W⁽¹⁾ ← W⁽¹⁾ − α ∂L/∂W⁽¹⁾
-    W1 -= dW1
     # b⁽¹⁾ ← b⁽¹⁾ − α ∂L/∂b⁽¹⁾
-    b1 -= db1
+    W1_b1 -= dW1_db1
 
 
 def _in_place_epochs(
@@ -362,15 +369,39 @@ def _in_place_epochs(
     size: int,
     generator: "np.random.Generator",
 ) -> list[float]:
+    """``_stacked_epochs`` on [W b] arrays made from params, copied back into params at the
+    end, and also if stopped early (by Ctrl-C, say): params then hold the last step's values."""
+    weights = _stacked(params)
+    try:
+        return _stacked_epochs(
+            params, weights, X, Y, epochs, learning_rate, log_every, size, generator
+        )
+    finally:
+        _unstack(params, weights)
+
+
+def _stacked_epochs(
+    params: Params,
+    weights: tuple[Array, ...],
+    X: Array,
+    Y: Array,
+    epochs: int,
+    learning_rate: float,
+    log_every: int | None,
+    size: int,
+    generator: "np.random.Generator",
+) -> list[float]:
     """``epochs`` epochs of ``_step`` on checked inputs, in batches of ``size`` shuffled by
     ``generator``; returns the loss before every ``log_every``-th epoch."""
     samples = X.shape[1]
-    weights = tuple(params[name] for name in PARAM_NAMES)
+    X_ones = _ones_below(X.shape[0], samples, X.dtype)
+    X_ones[:-1] = X
     # one set of work arrays for the batch size, and one for a last, shorter batch if any
     work = {size: _work(size, X.dtype)}
     logged = []
     for epoch in range(epochs):
         if log_every is not None and epoch % log_every == 0:
+            _unstack(params, weights)
             current = _loss(params, X, Y)
             if not np.isfinite(current):
                 raise FloatingPointError(
@@ -378,11 +409,11 @@ def _in_place_epochs(
                 )
             logged.append(current)
         if size == samples:
-            _step(weights, X, Y, learning_rate, work[size])
+            _step(weights, X_ones, Y, learning_rate, work[size])
             continue
         # one gather per epoch; each batch is then a view of consecutive columns
         order = generator.permutation(samples)
-        X_shuffled, Y_shuffled = X[:, order], Y[:, order]
+        X_shuffled, Y_shuffled = X_ones[:, order], Y[:, order]
         for start in range(0, samples, size):
             stop = min(start + size, samples)
             if stop - start not in work:

@@ -293,10 +293,12 @@ class OperationPrinter(Printer):
         return self._print(op)
 
     def step(self, step) -> list[Statement]:
-        """Every line of one step, headed by the formula of the equation it implements."""
+        """Every line of one step, headed by the formula of the equation it implements (and of
+        those merged into it, each on a comment line of its own)."""
         first, *rest = (line for op in step.operations for line in self.operation(op))
-        return [Statement("", first, statement(step.equation).formula, ""),
-                *(Statement("", line, "", "") for line in rest)]
+        *heads, last = (statement(e).formula for e in (step.equation, *step.merged))
+        return [*(Statement("", "", formula, "") for formula in heads),
+                Statement("", first, last, ""), *(Statement("", line, "", "") for line in rest)]
 
 
 @dataclass(frozen=True)

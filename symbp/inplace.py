@@ -284,10 +284,10 @@ def shared_arrays(program: Program) -> dict[str, str]:
     operations = [op for step in program.steps for op in step.operations]
     last_read: dict[str, int] = {}
     written: dict[str, list[int]] = {}
-    for index, op in enumerate(operations):
-        for name in reads(op):
+    for index, op in enumerate(operations):  # reading or writing a stacked array reads or writes its parts
+        for name in set().union(*map(program.within, reads(op))):
             last_read[name] = index
-        for name in writes(op) | {scratch.name for scratch, _ in getattr(op, "shared", ())}:
+        for name in set().union(*map(program.within, writes(op) | {s.name for s, _ in getattr(op, "shared", ())})):
             written.setdefault(name, []).append(index)
     shared: dict[str, str] = {}
     for index, op in enumerate(operations):

@@ -139,6 +139,32 @@ class Step:
     target: Buffer
     equation: Equation
     operations: tuple
+    merged: tuple[Equation, ...] = ()  # more equations the same operations compute (stack_biases)
+
+
+@dataclass(frozen=True)
+class SideBySide:
+    """``whole`` = [left right]: a layer's W and b as one array, b its last column (or their gradients)."""
+
+    whole: Buffer
+    left: Buffer
+    right: Buffer
+
+    @property
+    def parts(self) -> tuple[Buffer, ...]:
+        return (self.left, self.right)
+
+
+@dataclass(frozen=True)
+class OnesBelow:
+    """``whole`` = [part; 1 … 1]: a layer's input over a row of ones, so [W b] · whole = W part + b."""
+
+    whole: Buffer
+    part: Buffer
+
+    @property
+    def parts(self) -> tuple[Buffer, ...]:
+        return (self.part,)
 
 
 @dataclass(frozen=True)
@@ -161,6 +187,7 @@ class Program:
     gradients: tuple[Step, ...] = ()
     updates: tuple[Step, ...] = ()
     functions: tuple[Function, ...] = ()
+    stacks: tuple[SideBySide | OnesBelow, ...] = ()  # arrays that hold two buffers (stack_biases)
 
     @property
     def params(self) -> tuple[Buffer, ...]:
@@ -174,6 +201,13 @@ class Program:
     def work(self) -> tuple[Buffer, ...]:
         """The arrays a step writes that are not parameters: values, gradients, scratch."""
         return tuple(b for b in self.buffers.values() if b.role in (VALUE, GRADIENT, SCRATCH))
+
+    def within(self, name: str) -> set[str]:
+        """The buffer's name and those of the buffers it holds, where it stacks two."""
+        for stack in self.stacks:
+            if stack.whole.name == name:
+                return {name, *(part.name for part in stack.parts)}
+        return {name}
 
     def buffer(self, quantity: Quantity) -> Buffer:
         return self.buffers[quantity.name]
@@ -243,6 +277,78 @@ def fold_rate(program: Program) -> Program:
                     for s in program.updates)
     backward = (*program.backward[:index + 1], scale, *program.backward[index + 1:])
     return replace(program, backward=backward, updates=updates)
+
+
+def stack_biases(program: Program) -> Program:
+    """The program with each layer's W and b in one array [W b], and the layer's input over a
+    row of ones, wherever the step uses them only as W a + b, δ aᵀ, Σ δ and plain descents.
+
+    [W b] [a; 1] = W a + b is then one product instead of a product and a pass adding b, and
+    δ [a; 1]ᵀ = [δ aᵀ  Σ δ] gives both gradients in one product: per layer and step, one pass
+    over the layer's values and three calls fewer, which tells most on small batches. The
+    parts stay buffers of their own (views of the whole, for the steps that read them), and
+    the steps that computed ∂L/∂b and updated b merge into those of W. Returned unchanged
+    where no layer qualifies.
+    """
+    descents = {op.param.name: op for s in program.updates for op in s.operations
+                if isinstance(op, Descend) and len(s.operations) == 1}
+    by_target = {s.target.name: s for s in program.steps}
+    buffers = dict(program.buffers)
+    stacks: list[SideBySide | OnesBelow] = []
+    replaced: dict[str, Step] = {}  # step target → its new step
+    dropped: set[str] = set()  # targets of steps merged into another
+    stacked_inputs: set[str] = set()
+    for step in program.forward:
+        match step.operations:
+            case (Gemm(out=z, left=W, right=a, left_transposed=False, right_transposed=False), AddBias(out=out, bias=b)):
+                pass
+            case _:
+                continue
+        if out != z or W.name not in descents or b.name not in descents or a.name in stacked_inputs:
+            continue
+        dW, db = descents[W.name].gradient, descents[b.name].gradient
+        if descents[W.name].rate != descents[b.name].rate or not a.per_sample:
+            continue
+        gradient_W, gradient_b = by_target.get(dW.name), by_target.get(db.name)
+        if gradient_W is None or gradient_b is None:
+            continue
+        match gradient_W.operations, gradient_b.operations:
+            case ((Gemm(left=delta, right=a_read, left_transposed=False, right_transposed=True),),
+                  (SampleTotal(source=delta_summed),)):
+                pass
+            case _:
+                continue
+        if a_read != a or delta_summed != delta:
+            continue
+        names = {f"{W.name}_{b.name}", f"{dW.name}_{db.name}", f"{a.name}_ones"}
+        if names & set(buffers):
+            continue
+        Wb = Buffer(f"{W.name}_{b.name}", W.role, W.rows, W.cols + 1)
+        dWb = Buffer(f"{dW.name}_{db.name}", dW.role, dW.rows, dW.cols + 1)
+        a1 = Buffer(f"{a.name}_ones", a.role, a.rows + 1)
+        stacks += [SideBySide(Wb, W, b), SideBySide(dWb, dW, db), OnesBelow(a1, a)]
+        stacked_inputs.add(a.name)
+        replaced[z.name] = replace(step, operations=(Gemm(z, Wb, a1),))
+        replaced[dW.name] = Step(dWb, gradient_W.equation, (Gemm(dWb, delta, a1, right_transposed=True),),
+                                 (*gradient_W.merged, gradient_b.equation, *gradient_b.merged))
+        update_W, update_b = by_target[W.name], by_target[b.name]
+        replaced[W.name] = Step(Wb, update_W.equation, (Descend(Wb, dWb, descents[W.name].rate),),
+                                (*update_W.merged, update_b.equation, *update_b.merged))
+        dropped |= {db.name, b.name}
+    if not stacks:
+        return program
+    wholes = {stack.parts[0].name: stack.whole for stack in stacks}
+    ordered: dict[str, Buffer] = {}
+    for name, buffer in buffers.items():  # each whole where its first part was: _work keeps the steps' order
+        if name in wholes:
+            ordered[wholes[name].name] = wholes[name]
+        ordered[name] = buffer
+
+    def rewritten(steps: tuple[Step, ...]) -> tuple[Step, ...]:
+        return tuple(replaced.get(s.target.name, s) for s in steps if s.target.name not in dropped)
+
+    return replace(program, buffers=ordered, stacks=tuple(stacks), forward=rewritten(program.forward),
+                   gradients=rewritten(program.gradients), updates=rewritten(program.updates))
 
 
 def reads(op: object) -> set[str]:

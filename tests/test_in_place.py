@@ -16,7 +16,7 @@ from symbp.codegen import UnsupportedOperation, statement
 from symbp.derive import derive_spec
 from symbp.inplace import InPlacePrinter, shared_arrays
 from symbp.network import make_spec
-from symbp.program import Apply, Buffer, Program, _quantity, fold_rate, lower
+from symbp.program import Apply, Buffer, Program, _quantity, fold_rate, lower, stack_biases
 from symbp.train import load_module, module_for
 
 ROWS = 3
@@ -86,7 +86,8 @@ def test_a_training_step_allocates_no_array_the_size_of_a_layer():
     X = rng.standard_normal((64, samples))
     Y = np.eye(10)[:, rng.integers(0, 10, samples)]
     params = module.init_params(0)
-    weights = tuple(params[name] for name in module.PARAM_NAMES)
+    weights = module._stacked(params)  # each [W b], as train hands them to _step
+    X = np.vstack((X, np.ones((1, samples))))
     work = module._work(samples, X.dtype)
     module._step(weights, X, Y, 0.1, work)  # warm up
     tracemalloc.start()
@@ -100,7 +101,7 @@ def test_a_training_step_allocates_no_array_the_size_of_a_layer():
     # The allocating step, for comparison, does allocate layer-sized arrays.
     tracemalloc.start()
     try:
-        module.train_step(params, X, Y, 0.1)
+        module.train_step(params, X[:-1], Y, 0.1)
         _, peak_allocating = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -192,3 +193,73 @@ def test_an_activation_of_one_ufunc_writes_over_an_input_read_only_by_it(layers,
     for value, earlier in expected.items():
         assert f"    {value} = {earlier}  # {earlier} is not read after {value} is computed from it\n" in source
         assert f"np.empty(({layers.split('-')[1]}, m), dtype),  # {value}\n" not in source
+
+
+@pytest.mark.parametrize(("options", "stacked"), [
+    ({}, True), ({"dropout": 0.2}, True),
+    ({"l2": "0.01"}, False), ({"optimizer": "momentum", "momentum": 0.9}, False),
+])
+def test_each_layers_bias_is_stacked_beside_its_weights_where_the_step_allows(options, stacked):
+    """[W b] [a; 1] = W a + b in one product, δ [a; 1]ᵀ = [∂L/∂W ∂L/∂b] in another; a penalty
+    (λW joins ∂L/∂W only) or an optimizer (state per parameter) keeps them apart."""
+    program = fold_rate(lower(derive_spec(make_spec("3-4-2", "tanh,softmax", "cross_entropy", **options))))
+    result = stack_biases(program)
+    assert (result is not program) == stacked
+    source = symbp.generate("3-4-2", "tanh,softmax", "cross_entropy", **options)
+    step = source[source.index("def _step("):source.index("def _in_place_epochs(")]
+    if not stacked:
+        assert "_ones" not in step and "np.dot(W1, X, out=z1)" in step
+        return
+    hidden = "d1" if "dropout" in options else "a1"  # the second layer's input: a⁽¹⁾, or it after dropout
+    assert [(s.whole.name, [p.name for p in s.parts]) for s in result.stacks] == [
+        ("W1_b1", ["W1", "b1"]), ("dW1_db1", ["dW1", "db1"]), ("X_ones", ["X"]),
+        ("W2_b2", ["W2", "b2"]), ("dW2_db2", ["dW2", "db2"]), (f"{hidden}_ones", [hidden])]
+    for line in ("np.dot(W1_b1, X_ones, out=z1)", f"np.dot(W2_b2, {hidden}_ones, out=z2)",
+                 "    # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ\n    # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾\n    np.dot(delta1, X_ones.T, out=dW1_db1)\n",
+                 "    # W⁽²⁾ ← W⁽²⁾ − α ∂L/∂W⁽²⁾\n    # b⁽²⁾ ← b⁽²⁾ − α ∂L/∂b⁽²⁾\n    W2_b2 -= dW2_db2\n"):
+        assert line in step
+    assert "+= b" not in step and ", ones, out=" not in step
+
+
+def test_batch_norm_keeps_biases_apart_as_its_running_estimates_read_params_between_steps():
+    source = symbp.generate("3-4-2", "tanh,softmax", "cross_entropy", batch_norm=True)
+    assert "_stacked" not in source and "_ones" not in source
+
+
+class _StopAfter(np.random.Generator):
+    """A generator that raises KeyboardInterrupt when asked for its third epoch's order."""
+
+    calls = 0
+
+    def permutation(self, x):
+        type(self).calls += 1
+        if type(self).calls == 3:
+            raise KeyboardInterrupt
+        return super().permutation(x)
+
+
+def test_stacked_parameters_reach_the_callers_arrays_when_logging_and_when_stopped():
+    """train copies [W b] back before each logged loss and at the end, even when interrupted:
+    the caller's arrays then hold the last completed step's values."""
+    module = load_module(ROOT / "generated" / "digits_64_128_10.py", "digits_64_128_10")
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((64, 40))
+    Y = np.eye(10)[:, rng.integers(0, 10, 40)]
+    reference = module.init_params(0)
+    losses = [module.loss(reference, X, Y)]
+    for _ in range(2):
+        module.train(reference, X, Y, 1, 0.1, log_every=None)
+        losses.append(module.loss(reference, X, Y))
+    params = module.init_params(0)
+    assert module.train(params, X, Y, 3, 0.1, log_every=1) == pytest.approx(losses, rel=1e-13)
+    # two epochs of batches of 8, then an interrupt in the third: params hold the second's end
+    expected, stopped = module.init_params(0), module.init_params(0)
+    module.train(expected, X, Y, 2, 0.1, log_every=None, batch_size=8, rng=np.random.default_rng(5))
+    originals = {name: value for name, value in stopped.items()}
+    _StopAfter.calls = 0
+    with pytest.raises(KeyboardInterrupt):
+        module.train(stopped, X, Y, 5, 0.1, log_every=None, batch_size=8,
+                     rng=_StopAfter(np.random.PCG64(5)))
+    for name, value in expected.items():
+        assert stopped[name] is originals[name]
+        np.testing.assert_array_equal(stopped[name], value)
