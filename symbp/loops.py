@@ -11,7 +11,8 @@ for, samples k innermost (rows of C arrays are contiguous):
   buffer indexed by its shape (``a1[i, k]``, a per-sample sum ``s2[0, k]``, a parameter
   vector ``c1[i, 0]``) and activations calling their compiled twins;
 * ``SampleTotal``: ``np.dot`` with a column of ones for ``BLAS_MIN_ROWS`` rows or more, else loops;
-* ``UnitTotal``, ``ColumnSoftmax``, ``AddBias``, ``Descend``: their loops.
+* ``UnitTotal``, ``ColumnSoftmax``, ``AddBias``, ``Descend``: their loops, samples innermost
+  here too (a softmax keeps each sample's maximum and total in rows of the kernel's own).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 
 from .activations import Activation
-from .algebra import STATE, Entry
+from .algebra import SCRATCH, STATE, Entry
 from .codegen import NumpyCodePrinter, OperationPrinter, UnsupportedOperation, fits, short_assignments, statement
 from .derive import alpha, m
 from .program import (
@@ -183,6 +184,7 @@ class LoopPrinter(OperationPrinter):
         self.scalar = ScalarPrinter(program)
         self.bias: Buffer | None = None  # a bias the next product starts from instead of 0
         self.ones = False  # whether a sum over the samples uses the kernel's column of ones
+        self.rows: list[Buffer] = []  # work rows of the kernel's own, not the program's
         self.applied = _applied_at_once(program)
 
     def step_lines(self, step: Step) -> list[str]:
@@ -279,28 +281,45 @@ class LoopPrinter(OperationPrinter):
         ])
 
     def _print_UnitTotal(self, op: UnitTotal) -> list[str]:
+        # unit by unit, the samples innermost: the loop vectorizes, and each sample's total
+        # still adds its units in order
+        out = op.out.name
         return [
             "for k in range(m):",
-            "    total = 0.0",
-            f"    for i in range({op.source.rows}):",
-            f"        total += {op.source.name}[i, k]",
-            f"    {op.out.name}[0, k] = total",
+            f"    {out}[0, k] = 0",
+            *_rows(op.source.rows, ["for k in range(m):", f"    {out}[0, k] += {op.source.name}[i, k]"]),
         ]
 
     def _print_ColumnSoftmax(self, op: ColumnSoftmax) -> list[str]:
+        """Row by row, each sample's maximum and total kept in a row of their own: the loops over
+        the samples are innermost and call the kernel's own exp (arithmetic, not a libm call),
+        so they vectorize; each column's total still adds its rows in order, as NumPy's sum
+        over axis 0 does."""
         out, z, rows = op.out.name, op.source.name, op.out.rows
+        top, total = (self.row(f"{out}_{use}") for use in ("top", "total"))
+        self.scalar.helpers.add("exp")
         return [
             "for k in range(m):",
-            f"    top = {z}[0, k]",
-            f"    for i in range(1, {rows}):",
-            f"        top = max(top, {z}[i, k])",
-            "    total = 0.0",
-            f"    for i in range({rows}):",
-            f"        {out}[i, k] = np.exp({z}[i, k] - top)",
-            f"        total += {out}[i, k]",
-            f"    for i in range({rows}):",
-            f"        {out}[i, k] /= total",
+            f"    {top}[0, k] = {z}[0, k]",
+            f"    {total}[0, k] = 0",
+            f"for i in range(1, {rows}):",
+            "    for k in range(m):",
+            f"        {top}[0, k] = max({top}[0, k], {z}[i, k])",
+            f"for i in range({rows}):",
+            "    for k in range(m):",
+            f"        {out}[i, k] = _exp({z}[i, k] - {top}[0, k])",
+            f"        {total}[0, k] += {out}[i, k]",
+            f"for i in range({rows}):",
+            "    for k in range(m):",
+            f"        {out}[i, k] /= {total}[0, k]",
         ]
+
+    def row(self, name: str) -> str:
+        """A work row of one number per sample that only the kernel uses (the program has none)."""
+        if name in self.program.buffers:
+            raise UnsupportedOperation(f"the {self.backend} backend needs a row named {name}, which the program has")
+        self.rows.append(Buffer(name, SCRATCH, 1))
+        return name
 
     def _print_Descend(self, op: Descend) -> list[str]:
         if op.gradient.name in self.applied:
@@ -368,7 +387,7 @@ def kernel_context(program: Program, batch_norms: list[dict] | None = None) -> d
     running = [line for b in batch_norms or [] for line in _running_lines(b)]
     estimates = [name for b in batch_norms or [] for name in (b["running_mean"], b["running_var"])]
     helpers = printer.scalar.helpers | twins.helpers
-    return {"scalars": scalars, "steps": steps, "work": [b for b in program.work if b.name in used], "state": state,
+    return {"scalars": scalars, "steps": steps, "work": [b for b in program.work if b.name in used] + printer.rows, "state": state,
             "running": running, "masks": [mask.name for mask in program.derivation.masks],
             "exp": bool(helpers), "tanh": "tanh" in helpers, "ones": printer.ones,
             # the arrays the kernel changes in place, in train's order: parameters, estimates, state
