@@ -393,10 +393,9 @@ def _step(
     np.exp(a3, out=a3)
     a3 /= a3.sum(axis=0, keepdims=True)
     # δ⁽³⁾ = (diag(a⁽³⁾) − a⁽³⁾ (a⁽³⁾)ᵀ) (−y/(a⁽³⁾·m)) = (a⁽³⁾ − y)/m
-    np.subtract(a3, Y, out=delta3)
-    delta3 /= m
     # δ⁽³⁾ ← α δ⁽³⁾
-    delta3 *= learning_rate
+    np.subtract(a3, Y, out=delta3)
+    delta3 *= learning_rate / m
     # δ⁽²⁾ = (W⁽³⁾)ᵀ δ⁽³⁾ ⊙ tanh'(z⁽²⁾)
     np.dot(W3.T, delta3, out=delta2)
     np.square(a2, out=delta2_t1)

@@ -338,10 +338,9 @@ def _step(
     np.exp(a2, out=a2)
     a2 /= a2.sum(axis=0, keepdims=True)
     # δ⁽²⁾ = (diag(a⁽²⁾) − a⁽²⁾ (a⁽²⁾)ᵀ) (−y/(a⁽²⁾·m)) = (a⁽²⁾ − y)/m
-    np.subtract(a2, Y, out=delta2)
-    delta2 /= m
     # δ⁽²⁾ ← α δ⁽²⁾
-    delta2 *= learning_rate
+    np.subtract(a2, Y, out=delta2)
+    delta2 *= learning_rate / m
     # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ tanh'(z⁽¹⁾)
     np.dot(W2.T, delta2, out=delta1)
     np.square(a1, out=delta1_t1)

@@ -334,11 +334,11 @@ def _step(
     np.negative(a2, out=a2)
     np.exp(a2, out=a2)
     # δ⁽²⁾ = (a⁽²⁾ − y) ⊙ σ'(z⁽²⁾)
+    # δ⁽²⁾ ← α δ⁽²⁾
     np.subtract(1.0, a2, out=delta2)
     delta2 *= a2
     np.subtract(a2, Y, out=delta2_t1)
     delta2 *= delta2_t1
-    # δ⁽²⁾ ← α δ⁽²⁾
     delta2 *= learning_rate
     # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ σ'(z⁽¹⁾)
     np.dot(W2.T, delta2, out=delta1)

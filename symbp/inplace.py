@@ -44,9 +44,16 @@ _UNARY = {sp.exp: "exp", sp.log: "log", sp.tanh: "tanh", sp.sinh: "sinh", sp.cos
 _BINARY = {logaddexp: "logaddexp", sp.Max: "maximum", sp.Min: "minimum"}
 
 
+def _is_scalar(expr: sp.Basic) -> bool:
+    """A formula in numbers and constants alone: no array's entry in it."""
+    return not any(isinstance(s, Entry) for s in expr.free_symbols)
+
+
 def _is_leaf(expr: sp.Basic) -> bool:
-    """A value a ufunc can take as it is: a name or a number."""
-    return isinstance(expr, (sp.Symbol, sp.Number, sp.NumberSymbol))
+    """A value a ufunc can take as it is: a name, a number, or a formula in numbers and
+    constants alone (``1 - DROPOUT``, ``learning_rate/m``), which Python computes once as a
+    scalar instead of NumPy filling an array with it."""
+    return isinstance(expr, (sp.Symbol, sp.Number, sp.NumberSymbol)) or _is_scalar(expr)
 
 
 class InPlacePrinter(OperationPrinter):
@@ -137,7 +144,7 @@ class InPlacePrinter(OperationPrinter):
         """A name or a number as a ufunc argument; numbers as floats, which NumPy need not convert."""
         if isinstance(expr, sp.Number):
             return repr(float(expr))
-        return _CODE.doprint(expr)
+        return _CODE.doprint(expr)  # whole: a call's argument, or the right of out *= …
 
     def operand(self, expr: sp.Basic, lines: list[str]) -> str:
         """expr as a ufunc argument: itself when a leaf, else computed into a new scratch array."""
@@ -189,9 +196,15 @@ class InPlacePrinter(OperationPrinter):
         return lines
 
     def _into_Mul(self, expr: sp.Mul, out: str) -> list[str]:
+        # The factors in numbers and constants alone make one scalar, α/m say (one call), but
+        # a plain 1/m stays a division, as NumPy's allocating code divides.
         coeff, factors = expr.as_coeff_mul()
+        scalar = sp.Mul(coeff, *(f for f in factors if _is_scalar(f)))
+        factors = tuple(f for f in factors if not _is_scalar(f))
+        top, bottom = sp.fraction(scalar)
+        coeff, below = (scalar, []) if bottom != 1 and top not in (1, -1) else (top, [bottom] if bottom != 1 else [])
         numerator = [f for f in factors if not (f.is_Pow and f.exp.is_Number and f.exp < 0)]
-        denominator = [f.base ** -f.exp for f in factors if f not in numerator]
+        denominator = [f.base ** -f.exp for f in factors if f not in numerator] + below
         if not numerator:
             numerator, coeff = [coeff], sp.Integer(1)
         if coeff == 1 and len(numerator) == 1 and _is_leaf(numerator[0]) and denominator:  # x / (…)

@@ -271,11 +271,18 @@ def fold_rate(program: Program) -> Program:
             return program
         scaled.add(later.target.name)
     value = entry(_quantity(first.target))
-    scale = Step(first.target, Equation(first.equation.lhs, alpha * first.equation.lhs, relation="<-"),
-                 (Apply(first.target, alpha * value, alpha * value),))
+    equation = Equation(first.equation.lhs, alpha * first.equation.lhs, relation="<-")
     updates = tuple(replace(s, operations=tuple(replace(op, rate=sp.S.One) for op in s.operations))
                     for s in program.updates)
-    backward = (*program.backward[:index + 1], scale, *program.backward[index + 1:])
+    last = first.operations[-1]
+    if isinstance(last, Apply) and last.out == first.target:
+        # δ⁽ᴺ⁾'s last formula times α: the printers fold α into its scalar factor, if any (a mean's 1/m)
+        scaled = replace(last, formula=alpha * last.formula, code=alpha * last.code)
+        merged = replace(first, operations=(*first.operations[:-1], scaled), merged=(*first.merged, equation))
+        backward = (*program.backward[:index], merged, *program.backward[index + 1:])
+    else:
+        scale = Step(first.target, equation, (Apply(first.target, alpha * value, alpha * value),))
+        backward = (*program.backward[:index + 1], scale, *program.backward[index + 1:])
     return replace(program, backward=backward, updates=updates)
 
 
