@@ -334,8 +334,10 @@ def _work(m: int, dtype: str) -> tuple[Array, ...]:
         np.empty((10, 17), dtype),  # dW3_db3
         np.empty((16, 33), dtype),  # dW2_db2
         np.empty((32, 65), dtype),  # dW1_db1
+        np.empty((1, m), dtype),  # a3_total1
         np.empty((16, m), dtype),  # delta2_t1
         np.empty((32, m), dtype),  # delta1_t1
+        np.ones((1, 10), dtype),  # ones_10
     )
 
 
@@ -371,8 +373,10 @@ def _step(
         dW3_db3,
         dW2_db2,
         dW1_db1,
+        a3_total1,
         delta2_t1,
         delta1_t1,
+        ones_10,
     ) = work
     a1 = a1_ones[:32]
     z2 = a2_ones[:16]
@@ -391,7 +395,8 @@ def _step(
     # a⁽³⁾ = softmax(z⁽³⁾)
     np.subtract(z3, z3.max(axis=0, keepdims=True), out=a3)
     np.exp(a3, out=a3)
-    a3 /= a3.sum(axis=0, keepdims=True)
+    np.dot(ones_10, a3, out=a3_total1)
+    a3 /= a3_total1
     # δ⁽³⁾ = (diag(a⁽³⁾) − a⁽³⁾ (a⁽³⁾)ᵀ) (−y/(a⁽³⁾·m)) = (a⁽³⁾ − y)/m
     # δ⁽³⁾ ← α δ⁽³⁾
     np.subtract(a3, Y, out=delta3)

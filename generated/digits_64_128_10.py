@@ -300,7 +300,9 @@ def _work(m: int, dtype: str) -> tuple[Array, ...]:
         np.empty((128, m), dtype),  # delta1
         np.empty((10, 129), dtype),  # dW2_db2
         np.empty((128, 65), dtype),  # dW1_db1
+        np.empty((1, m), dtype),  # a2_total1
         np.empty((128, m), dtype),  # delta1_t1
+        np.ones((1, 10), dtype),  # ones_10
     )
 
 
@@ -323,7 +325,18 @@ def _step(
     """
     W1_b1, W2_b2 = params
     W2 = W2_b2[:, :128]
-    a1_ones, z2, a2, delta2, delta1, dW2_db2, dW1_db1, delta1_t1 = work
+    (
+        a1_ones,
+        z2,
+        a2,
+        delta2,
+        delta1,
+        dW2_db2,
+        dW1_db1,
+        a2_total1,
+        delta1_t1,
+        ones_10,
+    ) = work
     z1 = a1_ones[:128]
     a1 = z1  # z1 is not read after a1 is computed from it
     m = X_ones.shape[1]
@@ -336,7 +349,8 @@ def _step(
     # a⁽²⁾ = softmax(z⁽²⁾)
     np.subtract(z2, z2.max(axis=0, keepdims=True), out=a2)
     np.exp(a2, out=a2)
-    a2 /= a2.sum(axis=0, keepdims=True)
+    np.dot(ones_10, a2, out=a2_total1)
+    a2 /= a2_total1
     # δ⁽²⁾ = (diag(a⁽²⁾) − a⁽²⁾ (a⁽²⁾)ᵀ) (−y/(a⁽²⁾·m)) = (a⁽²⁾ − y)/m
     # δ⁽²⁾ ← α δ⁽²⁾
     np.subtract(a2, Y, out=delta2)

@@ -73,6 +73,7 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
     below = {s.whole.name for s in stacked.stacks if isinstance(s, OnesBelow)}
     work = [(w.name, f"_ones_below({w.rows - 1}, m, dtype)" if w.name in below else f"np.empty({w.shape_code}, dtype)")
             for w in stacked.work if w.name not in shared and w.name not in parts | {name for name, _ in work_views}]
+    work += [(f"ones_{rows}", f"np.ones((1, {rows}), dtype)") for rows in sorted(printer.units)]
     names = [name for name, _ in work] + (["ones"] if printer.ones else [])
     return {
         "step": step,
