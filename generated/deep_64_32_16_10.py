@@ -297,17 +297,23 @@ def _ones_below(rows: int, m: int, dtype: str) -> Array:
 
 
 def _stacked(params: Params) -> tuple[Array, ...]:
-    """The parameters as ``_step`` takes them: each W with its b beside it, [W b]."""
+    """The parameters as ``_step`` takes them: each W with its b beside it as one array,
+    [W b], then the views of those that the step reads (made once: slicing costs time)."""
+    W1_b1 = np.hstack((params["W1"], params["b1"]))
+    W2_b2 = np.hstack((params["W2"], params["b2"]))
+    W3_b3 = np.hstack((params["W3"], params["b3"]))
     return (
-        np.hstack((params["W1"], params["b1"])),
-        np.hstack((params["W2"], params["b2"])),
-        np.hstack((params["W3"], params["b3"])),
+        W1_b1,
+        W2_b2,
+        W3_b3,
+        W2_b2[:, :32],  # W2
+        W3_b3[:, :16],  # W3
     )
 
 
 def _unstack(params: Params, weights: tuple[Array, ...]) -> None:
     """Copies each [W b] back into the caller's W and b."""
-    W1_b1, W2_b2, W3_b3 = weights
+    W1_b1, W2_b2, W3_b3, _, _ = weights
     params["W1"][...] = W1_b1[:, :64]
     params["b1"][...] = W1_b1[:, 64:]
     params["W2"][...] = W2_b2[:, :32]
@@ -322,10 +328,14 @@ def _work(m: int, dtype: str) -> tuple[Array, ...]:
     A step writes into these instead of allocating: on wide layers, fresh (units × m)
     arrays every step cost more than the arithmetic.
     """
+    a1_ones = _ones_below(32, m, dtype)
+    a2_ones = _ones_below(16, m, dtype)
     return (
         np.empty((32, m), dtype),  # z1
-        _ones_below(32, m, dtype),  # a1_ones
-        _ones_below(16, m, dtype),  # a2_ones
+        a1_ones,
+        a1_ones[:32],  # a1
+        a2_ones,
+        a2_ones[:16],  # z2
         np.empty((10, m), dtype),  # z3
         np.empty((10, m), dtype),  # a3
         np.empty((10, m), dtype),  # delta3
@@ -358,13 +368,13 @@ def _step(
     [W b] times the input is W times it plus b, and δ times the input's transpose is
     [∂L/∂W ∂L/∂b], so one product computes each.
     """
-    W1_b1, W2_b2, W3_b3 = params
-    W2 = W2_b2[:, :32]
-    W3 = W3_b3[:, :16]
+    W1_b1, W2_b2, W3_b3, W2, W3 = params
     (
         z1,
         a1_ones,
+        a1,
         a2_ones,
+        z2,
         z3,
         a3,
         delta3,
@@ -378,8 +388,6 @@ def _step(
         delta1_t1,
         ones_10,
     ) = work
-    a1 = a1_ones[:32]
-    z2 = a2_ones[:16]
     a2 = z2  # z2 is not read after a2 is computed from it
     m = X_ones.shape[1]
     # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾

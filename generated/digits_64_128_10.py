@@ -270,16 +270,20 @@ def _ones_below(rows: int, m: int, dtype: str) -> Array:
 
 
 def _stacked(params: Params) -> tuple[Array, ...]:
-    """The parameters as ``_step`` takes them: each W with its b beside it, [W b]."""
+    """The parameters as ``_step`` takes them: each W with its b beside it as one array,
+    [W b], then the views of those that the step reads (made once: slicing costs time)."""
+    W1_b1 = np.hstack((params["W1"], params["b1"]))
+    W2_b2 = np.hstack((params["W2"], params["b2"]))
     return (
-        np.hstack((params["W1"], params["b1"])),
-        np.hstack((params["W2"], params["b2"])),
+        W1_b1,
+        W2_b2,
+        W2_b2[:, :128],  # W2
     )
 
 
 def _unstack(params: Params, weights: tuple[Array, ...]) -> None:
     """Copies each [W b] back into the caller's W and b."""
-    W1_b1, W2_b2 = weights
+    W1_b1, W2_b2, _ = weights
     params["W1"][...] = W1_b1[:, :64]
     params["b1"][...] = W1_b1[:, 64:]
     params["W2"][...] = W2_b2[:, :128]
@@ -292,8 +296,10 @@ def _work(m: int, dtype: str) -> tuple[Array, ...]:
     A step writes into these instead of allocating: on wide layers, fresh (units × m)
     arrays every step cost more than the arithmetic.
     """
+    a1_ones = _ones_below(128, m, dtype)
     return (
-        _ones_below(128, m, dtype),  # a1_ones
+        a1_ones,
+        a1_ones[:128],  # z1
         np.empty((10, m), dtype),  # z2
         np.empty((10, m), dtype),  # a2
         np.empty((10, m), dtype),  # delta2
@@ -323,10 +329,10 @@ def _step(
     [W b] times the input is W times it plus b, and δ times the input's transpose is
     [∂L/∂W ∂L/∂b], so one product computes each.
     """
-    W1_b1, W2_b2 = params
-    W2 = W2_b2[:, :128]
+    W1_b1, W2_b2, W2 = params
     (
         a1_ones,
+        z1,
         z2,
         a2,
         delta2,
@@ -337,7 +343,6 @@ def _step(
         delta1_t1,
         ones_10,
     ) = work
-    z1 = a1_ones[:128]
     a1 = z1  # z1 is not read after a1 is computed from it
     m = X_ones.shape[1]
     # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾

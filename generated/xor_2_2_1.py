@@ -262,16 +262,20 @@ def _ones_below(rows: int, m: int, dtype: str) -> Array:
 
 
 def _stacked(params: Params) -> tuple[Array, ...]:
-    """The parameters as ``_step`` takes them: each W with its b beside it, [W b]."""
+    """The parameters as ``_step`` takes them: each W with its b beside it as one array,
+    [W b], then the views of those that the step reads (made once: slicing costs time)."""
+    W1_b1 = np.hstack((params["W1"], params["b1"]))
+    W2_b2 = np.hstack((params["W2"], params["b2"]))
     return (
-        np.hstack((params["W1"], params["b1"])),
-        np.hstack((params["W2"], params["b2"])),
+        W1_b1,
+        W2_b2,
+        W2_b2[:, :2],  # W2
     )
 
 
 def _unstack(params: Params, weights: tuple[Array, ...]) -> None:
     """Copies each [W b] back into the caller's W and b."""
-    W1_b1, W2_b2 = weights
+    W1_b1, W2_b2, _ = weights
     params["W1"][...] = W1_b1[:, :2]
     params["b1"][...] = W1_b1[:, 2:]
     params["W2"][...] = W2_b2[:, :2]
@@ -284,9 +288,11 @@ def _work(m: int, dtype: str) -> tuple[Array, ...]:
     A step writes into these instead of allocating: on wide layers, fresh (units × m)
     arrays every step cost more than the arithmetic.
     """
+    a1_ones = _ones_below(2, m, dtype)
     return (
         np.empty((2, m), dtype),  # z1
-        _ones_below(2, m, dtype),  # a1_ones
+        a1_ones,
+        a1_ones[:2],  # a1
         np.empty((1, m), dtype),  # z2
         np.empty((1, m), dtype),  # a2
         np.empty((1, m), dtype),  # delta2
@@ -315,10 +321,20 @@ def _step(
     [W b] times the input is W times it plus b, and δ times the input's transpose is
     [∂L/∂W ∂L/∂b], so one product computes each.
     """
-    W1_b1, W2_b2 = params
-    W2 = W2_b2[:, :2]
-    z1, a1_ones, z2, a2, delta2, delta1, dW2_db2, dW1_db1, delta2_t1, delta1_t1 = work
-    a1 = a1_ones[:2]
+    W1_b1, W2_b2, W2 = params
+    (
+        z1,
+        a1_ones,
+        a1,
+        z2,
+        a2,
+        delta2,
+        delta1,
+        dW2_db2,
+        dW1_db1,
+        delta2_t1,
+        delta1_t1,
+    ) = work
     # z⁽¹⁾ = W⁽¹⁾ X + b⁽¹⁾
     np.dot(W1_b1, X_ones, out=z1)
     # a⁽¹⁾ = σ(z⁽¹⁾)

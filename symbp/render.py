@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from .algebra import INPUT, PARAM, STATE
+from .algebra import PARAM, STATE
 from .codegen import _COMMENT, module_context, unpack, unpack_masks
 from .derive import Derivation
 from .inplace import InPlacePrinter, shared_arrays
 from .jaxcode import JAX_CODE, jax_context
 from .loops import kernel_context
-from .program import OnesBelow, Program, SideBySide, fold_rate, lower, reads, stack_biases, writes
+from .program import Buffer, OnesBelow, Program, SideBySide, fold_rate, lower, reads, stack_biases, writes
 from .spec import SpecError
 from .templating import environment
 
@@ -44,61 +44,77 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
     printer = InPlacePrinter(stacked)
     step = [line for s in stacked.steps for line in printer.step(s)]
     shared = shared_arrays(stacked)
-    parts = {part.name for stack in stacked.stacks for part in stack.parts}
-    used = set().union(*(reads(op) | writes(op) for s in stacked.steps for op in s.operations))
-    params, param_views, work_views, unstack = [], [], [], []
-    wholes = {stack.parts[0].name: stack for stack in stacked.stacks}
-    for p in program.params:
-        stack = wholes.get(p.name)
-        if p.name in parts and stack is None:
-            continue  # the right half of [W b]
-        params.append(stack.whole.name if stack else p.name)
-        if stack:
-            left, right = stack.parts
-            unstack += [(left.name, f"{stack.whole.name}[:, :{left.cols}]"),
-                        (right.name, f"{stack.whole.name}[:, {left.cols}:]")]
-    for stack in stacked.stacks:
-        if isinstance(stack, SideBySide):
-            cut = stack.left.cols
-            views = param_views if stack.whole.role == PARAM else work_views
-            views += [(part.name, f"{stack.whole.name}[:, {index}]") for part, index in
-                      ((stack.left, f":{cut}"), (stack.right, f"{cut}:")) if part.name in used]
-        elif stack.part.role != INPUT:  # a1 = a1_ones[:128]; given to the value a1 shares an array with, if any
-            work_views.append((shared.get(stack.part.name, stack.part.name), f"{stack.whole.name}[:{stack.part.rows}]"))
-    x = program.derivation.X.name
-    x_stack = next((s for s in stacked.stacks if isinstance(s, OnesBelow) and s.part.name == x), None)
-    if x_stack is not None and x in used:
-        work_views.insert(0, (x, f"{x_stack.whole.name}[:{x_stack.part.rows}]"))
+    views = _views(stacked, shared)
     # after printing: the in-place printer may add scratch arrays
+    parts = {part.name for stack in stacked.stacks for part in stack.parts}
     below = {s.whole.name for s in stacked.stacks if isinstance(s, OnesBelow)}
-    work = [(w.name, f"_ones_below({w.rows - 1}, m, dtype)" if w.name in below else f"np.empty({w.shape_code}, dtype)")
-            for w in stacked.work if w.name not in shared and w.name not in parts | {name for name, _ in work_views}]
+    viewed = {name for made in views.values() for name, _ in made}
+    work, wholes = [], []
+    for w in stacked.work:
+        if w.name in below:  # made first, then handed over whole and as the views the step reads
+            wholes.append((w.name, f"_ones_below({w.rows - 1}, m, dtype)"))
+            work += [(w.name, w.name), *views.get(w.name, [])]
+        elif w.name not in shared and w.name not in parts | viewed:
+            work += [(w.name, f"np.empty({w.shape_code}, dtype)"), *views.get(w.name, [])]
     work += [(f"ones_{rows}", f"np.ones((1, {rows}), dtype)") for rows in sorted(printer.units)]
     names = [name for name, _ in work] + (["ones"] if printer.ones else [])
+    made = [(stack.whole.name, code) for _, stack, code in _weights(program, stacked) if stack]
+    weights = [(stack.whole.name, stack.whole.name) if stack else (p.name, code)
+               for p, stack, code in _weights(program, stacked)]
+    weights += [view for name, _ in weights for view in views.get(name, [])]
+    x = program.derivation.X.name
+    x_stack = next((s for s in stacked.stacks if isinstance(s, OnesBelow) and s.part.name == x), None)
     return {
         "step": step,
         "work": work,
+        "work_wholes": wholes,
         "shared": shared,
         "ones": printer.ones,
         "folded": _COMMENT.doprint(program.derivation.layers[-1].delta) if folded is not program else "",
         "stacked": bool(stacked.stacks),
         "step_x": x_stack.whole.name if x_stack else x,
-        "param_views": param_views,
-        "work_views": work_views,
-        "stacked_weights": [_stacked_code(stacked, p) for p in program.params if p.name not in parts or p.name in wholes],
-        "unstack": unstack,
-        "unpack_stacked": unpack([name if name in {s.whole.name for s in stacked.stacks} else "_" for name in params],
-                                 "weights"),
-        "unpack_params": unpack(params, "params"),
+        "input_views": views.get(x_stack.whole.name, []) if x_stack else [],
+        "step_weights": weights,
+        "step_weights_made": made,
+        "unstack": [(part.name, code) for stack in stacked.stacks if isinstance(stack, SideBySide)
+                    and stack.whole.role == PARAM for part, code in _halves(stack)],
+        "unpack_stacked": unpack([name if name in {s.whole.name for s in stacked.stacks} else "_"
+                                  for name, _ in weights], "weights"),
+        "unpack_params": unpack([name for name, _ in weights], "params"),
         "unpack_work": unpack(names, "work"),
         "unpack_state": unpack([b.name for b in program.buffers.values() if b.role == STATE], "state"),
         "unpack_masks": unpack_masks([mask.name for mask in program.derivation.masks]),
     }
 
 
-def _stacked_code(program: Program, param) -> str:
-    """A parameter as ``train`` hands it to ``_step``: [W b] built from the caller's two, or itself."""
+def _halves(stack: SideBySide) -> list[tuple[Buffer, str]]:
+    """[W b]'s two parts and the code of each as a view of the whole."""
+    cut = stack.left.cols
+    return [(stack.left, f"{stack.whole.name}[:, :{cut}]"), (stack.right, f"{stack.whole.name}[:, {cut}:]")]
+
+
+def _views(program: Program, shared: dict[str, str]) -> dict[str, list[tuple[str, str]]]:
+    """For each stacked array, the parts the step reads or writes as (name, view of the whole).
+
+    They are made once, with the arrays: slicing costs about 0.5 µs a step. A part that shares
+    an array with a value of the step (a⁽¹⁾ with z⁽¹⁾) gives the view that value's name."""
+    used = set().union(*(reads(op) | writes(op) for s in program.steps for op in s.operations))
+    views: dict[str, list[tuple[str, str]]] = {}
     for stack in program.stacks:
-        if isinstance(stack, SideBySide) and stack.left.name == param.name:
-            return f'np.hstack((params["{stack.left.name}"], params["{stack.right.name}"]))'
-    return f'params["{param.name}"]'
+        if isinstance(stack, SideBySide):
+            halves = [(part.name, code) for part, code in _halves(stack) if part.name in used]
+        else:
+            part = stack.part
+            halves = [(shared.get(part.name, part.name), f"{stack.whole.name}[:{part.rows}]")] if part.name in used else []
+        if halves:
+            views[stack.whole.name] = halves
+    return views
+
+
+def _weights(program: Program, stacked: Program) -> list[tuple[Buffer, SideBySide | None, str]]:
+    """The parameters as ``train`` hands them to ``_step``: each [W b] built from the caller's
+    two (with its stack), and the rest as they are."""
+    pairs = {s.left.name: s for s in stacked.stacks if isinstance(s, SideBySide) and s.whole.role == PARAM}
+    rights = {s.right.name for s in pairs.values()}
+    return [(p, pairs.get(p.name), f'np.hstack((params["{p.name}"], params["{pairs[p.name].right.name}"]))'
+             if p.name in pairs else f'params["{p.name}"]') for p in program.params if p.name not in rights]
