@@ -306,14 +306,12 @@ def _stacked(params: Params) -> tuple[Array, ...]:
         W1_b1,
         W2_b2,
         W3_b3,
-        W2_b2[:, :32],  # W2
-        W3_b3[:, :16],  # W3
     )
 
 
 def _unstack(params: Params, weights: tuple[Array, ...]) -> None:
     """Copies each [W b] back into the caller's W and b."""
-    W1_b1, W2_b2, W3_b3, _, _ = weights
+    W1_b1, W2_b2, W3_b3 = weights
     params["W1"][...] = W1_b1[:, :64]
     params["b1"][...] = W1_b1[:, 64:]
     params["W2"][...] = W2_b2[:, :32]
@@ -330,6 +328,8 @@ def _work(m: int, dtype: str) -> tuple[Array, ...]:
     """
     a1_ones = _ones_below(32, m, dtype)
     a2_ones = _ones_below(16, m, dtype)
+    delta2_extra = np.empty((17, m), dtype)
+    delta1_extra = np.empty((33, m), dtype)
     return (
         np.empty((32, m), dtype),  # z1
         a1_ones,
@@ -339,8 +339,10 @@ def _work(m: int, dtype: str) -> tuple[Array, ...]:
         np.empty((10, m), dtype),  # z3
         np.empty((10, m), dtype),  # a3
         np.empty((10, m), dtype),  # delta3
-        np.empty((16, m), dtype),  # delta2
-        np.empty((32, m), dtype),  # delta1
+        delta2_extra,
+        delta2_extra[:16],  # delta2
+        delta1_extra,
+        delta1_extra[:32],  # delta1
         np.empty((10, 17), dtype),  # dW3_db3
         np.empty((16, 33), dtype),  # dW2_db2
         np.empty((32, 65), dtype),  # dW1_db1
@@ -366,9 +368,10 @@ def _step(
     subtract.
     Each layer's b is the last column of [W b] and its input has a row of ones below:
     [W b] times the input is W times it plus b, and δ times the input's transpose is
-    [∂L/∂W ∂L/∂b], so one product computes each.
+    [∂L/∂W ∂L/∂b], so one product computes each. [W b]ᵀδ is Wᵀδ over one more row, bᵀδ,
+    which its array (``_extra``) holds and nothing reads.
     """
-    W1_b1, W2_b2, W3_b3, W2, W3 = params
+    W1_b1, W2_b2, W3_b3 = params
     (
         z1,
         a1_ones,
@@ -378,7 +381,9 @@ def _step(
         z3,
         a3,
         delta3,
+        delta2_extra,
         delta2,
+        delta1_extra,
         delta1,
         dW3_db3,
         dW2_db2,
@@ -410,12 +415,12 @@ def _step(
     np.subtract(a3, Y, out=delta3)
     delta3 *= learning_rate / m
     # δ⁽²⁾ = (W⁽³⁾)ᵀ δ⁽³⁾ ⊙ tanh'(z⁽²⁾)
-    np.dot(W3.T, delta3, out=delta2)
+    np.dot(W3_b3.T, delta3, out=delta2_extra)
     np.square(a2, out=delta2_t1)
     np.subtract(1.0, delta2_t1, out=delta2_t1)
     delta2 *= delta2_t1
     # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ relu'(z⁽¹⁾)
-    np.dot(W2.T, delta2, out=delta1)
+    np.dot(W2_b2.T, delta2, out=delta1_extra)
     np.heaviside(a1, 0.0, out=delta1_t1)
     delta1 *= delta1_t1
     # ∂L/∂W⁽³⁾ = δ⁽³⁾ (a⁽²⁾)ᵀ

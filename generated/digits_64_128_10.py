@@ -277,13 +277,12 @@ def _stacked(params: Params) -> tuple[Array, ...]:
     return (
         W1_b1,
         W2_b2,
-        W2_b2[:, :128],  # W2
     )
 
 
 def _unstack(params: Params, weights: tuple[Array, ...]) -> None:
     """Copies each [W b] back into the caller's W and b."""
-    W1_b1, W2_b2, _ = weights
+    W1_b1, W2_b2 = weights
     params["W1"][...] = W1_b1[:, :64]
     params["b1"][...] = W1_b1[:, 64:]
     params["W2"][...] = W2_b2[:, :128]
@@ -297,13 +296,15 @@ def _work(m: int, dtype: str) -> tuple[Array, ...]:
     arrays every step cost more than the arithmetic.
     """
     a1_ones = _ones_below(128, m, dtype)
+    delta1_extra = np.empty((129, m), dtype)
     return (
         a1_ones,
         a1_ones[:128],  # z1
         np.empty((10, m), dtype),  # z2
         np.empty((10, m), dtype),  # a2
         np.empty((10, m), dtype),  # delta2
-        np.empty((128, m), dtype),  # delta1
+        delta1_extra,
+        delta1_extra[:128],  # delta1
         np.empty((10, 129), dtype),  # dW2_db2
         np.empty((128, 65), dtype),  # dW1_db1
         np.empty((1, m), dtype),  # a2_total1
@@ -327,15 +328,17 @@ def _step(
     subtract.
     Each layer's b is the last column of [W b] and its input has a row of ones below:
     [W b] times the input is W times it plus b, and δ times the input's transpose is
-    [∂L/∂W ∂L/∂b], so one product computes each.
+    [∂L/∂W ∂L/∂b], so one product computes each. [W b]ᵀδ is Wᵀδ over one more row, bᵀδ,
+    which its array (``_extra``) holds and nothing reads.
     """
-    W1_b1, W2_b2, W2 = params
+    W1_b1, W2_b2 = params
     (
         a1_ones,
         z1,
         z2,
         a2,
         delta2,
+        delta1_extra,
         delta1,
         dW2_db2,
         dW1_db1,
@@ -361,7 +364,7 @@ def _step(
     np.subtract(a2, Y, out=delta2)
     delta2 *= learning_rate / m
     # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ tanh'(z⁽¹⁾)
-    np.dot(W2.T, delta2, out=delta1)
+    np.dot(W2_b2.T, delta2, out=delta1_extra)
     np.square(a1, out=delta1_t1)
     np.subtract(1.0, delta1_t1, out=delta1_t1)
     delta1 *= delta1_t1

@@ -269,13 +269,12 @@ def _stacked(params: Params) -> tuple[Array, ...]:
     return (
         W1_b1,
         W2_b2,
-        W2_b2[:, :2],  # W2
     )
 
 
 def _unstack(params: Params, weights: tuple[Array, ...]) -> None:
     """Copies each [W b] back into the caller's W and b."""
-    W1_b1, W2_b2, _ = weights
+    W1_b1, W2_b2 = weights
     params["W1"][...] = W1_b1[:, :2]
     params["b1"][...] = W1_b1[:, 2:]
     params["W2"][...] = W2_b2[:, :2]
@@ -289,6 +288,7 @@ def _work(m: int, dtype: str) -> tuple[Array, ...]:
     arrays every step cost more than the arithmetic.
     """
     a1_ones = _ones_below(2, m, dtype)
+    delta1_extra = np.empty((3, m), dtype)
     return (
         np.empty((2, m), dtype),  # z1
         a1_ones,
@@ -296,7 +296,8 @@ def _work(m: int, dtype: str) -> tuple[Array, ...]:
         np.empty((1, m), dtype),  # z2
         np.empty((1, m), dtype),  # a2
         np.empty((1, m), dtype),  # delta2
-        np.empty((2, m), dtype),  # delta1
+        delta1_extra,
+        delta1_extra[:2],  # delta1
         np.empty((1, 3), dtype),  # dW2_db2
         np.empty((2, 3), dtype),  # dW1_db1
         np.empty((1, m), dtype),  # delta2_t1
@@ -319,9 +320,10 @@ def _step(
     subtract.
     Each layer's b is the last column of [W b] and its input has a row of ones below:
     [W b] times the input is W times it plus b, and δ times the input's transpose is
-    [∂L/∂W ∂L/∂b], so one product computes each.
+    [∂L/∂W ∂L/∂b], so one product computes each. [W b]ᵀδ is Wᵀδ over one more row, bᵀδ,
+    which its array (``_extra``) holds and nothing reads.
     """
-    W1_b1, W2_b2, W2 = params
+    W1_b1, W2_b2 = params
     (
         z1,
         a1_ones,
@@ -329,6 +331,7 @@ def _step(
         z2,
         a2,
         delta2,
+        delta1_extra,
         delta1,
         dW2_db2,
         dW1_db1,
@@ -357,7 +360,7 @@ def _step(
     delta2 *= delta2_t1
     delta2 *= learning_rate
     # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ σ'(z⁽¹⁾)
-    np.dot(W2.T, delta2, out=delta1)
+    np.dot(W2_b2.T, delta2, out=delta1_extra)
     np.subtract(1.0, a1, out=delta1_t1)
     delta1_t1 *= a1
     delta1 *= delta1_t1

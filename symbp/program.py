@@ -156,11 +156,15 @@ class SideBySide:
 
 
 @dataclass(frozen=True)
-class OnesBelow:
-    """``whole`` = [part; 1 … 1]: a layer's input over a row of ones, so [W b] · whole = W part + b."""
+class RowBelow:
+    """``whole`` = [part; one more row]: a layer's input over a row of ones (``ones``), so
+    [W b] · whole = W part + b; or an error over the row bᵀδ that [W b]ᵀ δ computes beside Wᵀδ
+    and nothing reads (a product with all of [W b], not with a view of W that BLAS would
+    have NumPy copy)."""
 
     whole: Buffer
     part: Buffer
+    ones: bool = True
 
     @property
     def parts(self) -> tuple[Buffer, ...]:
@@ -187,7 +191,7 @@ class Program:
     gradients: tuple[Step, ...] = ()
     updates: tuple[Step, ...] = ()
     functions: tuple[Function, ...] = ()
-    stacks: tuple[SideBySide | OnesBelow, ...] = ()  # arrays that hold two buffers (stack_biases)
+    stacks: tuple[SideBySide | RowBelow, ...] = ()  # arrays that hold two buffers (stack_biases)
 
     @property
     def params(self) -> tuple[Buffer, ...]:
@@ -294,14 +298,16 @@ def stack_biases(program: Program) -> Program:
     δ [a; 1]ᵀ = [δ aᵀ  Σ δ] gives both gradients in one product: per layer and step, one pass
     over the layer's values and three calls fewer, which tells most on small batches. The
     parts stay buffers of their own (views of the whole, for the steps that read them), and
-    the steps that computed ∂L/∂b and updated b merge into those of W. Returned unchanged
-    where no layer qualifies.
+    the steps that computed ∂L/∂b and updated b merge into those of W. The backward product
+    (W⁽ˡ⁺¹⁾)ᵀ δ⁽ˡ⁺¹⁾ takes all of [W b] too, into an array with one row more, bᵀδ, that nothing
+    reads: NumPy copies a view of W, with its rows one entry apart, before each BLAS call.
+    Returned unchanged where no layer qualifies.
     """
     descents = {op.param.name: op for s in program.updates for op in s.operations
                 if isinstance(op, Descend) and len(s.operations) == 1}
     by_target = {s.target.name: s for s in program.steps}
     buffers = dict(program.buffers)
-    stacks: list[SideBySide | OnesBelow] = []
+    stacks: list[SideBySide | RowBelow] = []
     replaced: dict[str, Step] = {}  # step target → its new step
     dropped: set[str] = set()  # targets of steps merged into another
     stacked_inputs: set[str] = set()
@@ -333,7 +339,7 @@ def stack_biases(program: Program) -> Program:
         Wb = Buffer(f"{W.name}_{b.name}", W.role, W.rows, W.cols + 1)
         dWb = Buffer(f"{dW.name}_{db.name}", dW.role, dW.rows, dW.cols + 1)
         a1 = Buffer(f"{a.name}_ones", a.role, a.rows + 1)
-        stacks += [SideBySide(Wb, W, b), SideBySide(dWb, dW, db), OnesBelow(a1, a)]
+        stacks += [SideBySide(Wb, W, b), SideBySide(dWb, dW, db), RowBelow(a1, a)]
         stacked_inputs.add(a.name)
         replaced[z.name] = replace(step, operations=(Gemm(z, Wb, a1),))
         replaced[dW.name] = Step(dWb, gradient_W.equation, (Gemm(dWb, delta, a1, right_transposed=True),),
@@ -344,6 +350,19 @@ def stack_biases(program: Program) -> Program:
         dropped |= {db.name, b.name}
     if not stacks:
         return program
+    pairs = {stack.left.name: stack for stack in stacks if isinstance(stack, SideBySide) and stack.whole.role == PARAM}
+    for step in program.backward:  # δ⁽ˡ⁾ = (W⁽ˡ⁺¹⁾)ᵀ δ⁽ˡ⁺¹⁾ ⊙ …: [W b]ᵀ δ into an array with one row more
+        match step.operations:
+            case (Gemm(out=out, left=W, right=g, left_transposed=True, right_transposed=False), *rest):
+                pass
+            case _:
+                continue
+        name = f"{out.name}_extra"
+        if W.name not in pairs or not out.per_sample or name in buffers or out.name in stacked_inputs:
+            continue
+        extra = Buffer(name, out.role, out.rows + 1)
+        stacks.append(RowBelow(extra, out, ones=False))
+        replaced[out.name] = replace(step, operations=(Gemm(extra, pairs[W.name].whole, g, True, False), *rest))
     wholes = {stack.parts[0].name: stack.whole for stack in stacks}
     ordered: dict[str, Buffer] = {}
     for name, buffer in buffers.items():  # each whole where its first part was: _work keeps the steps' order
@@ -355,7 +374,8 @@ def stack_biases(program: Program) -> Program:
         return tuple(replaced.get(s.target.name, s) for s in steps if s.target.name not in dropped)
 
     return replace(program, buffers=ordered, stacks=tuple(stacks), forward=rewritten(program.forward),
-                   gradients=rewritten(program.gradients), updates=rewritten(program.updates))
+                   backward=rewritten(program.backward), gradients=rewritten(program.gradients),
+                   updates=rewritten(program.updates))
 
 
 def reads(op: object) -> set[str]:

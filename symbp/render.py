@@ -8,7 +8,7 @@ from .derive import Derivation
 from .inplace import InPlacePrinter, shared_arrays
 from .jaxcode import JAX_CODE, jax_context
 from .loops import kernel_context
-from .program import Buffer, OnesBelow, Program, SideBySide, fold_rate, lower, reads, stack_biases, writes
+from .program import Buffer, Program, RowBelow, SideBySide, fold_rate, lower, reads, stack_biases, writes
 from .spec import SpecError
 from .templating import environment
 
@@ -47,15 +47,16 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
     views = _views(stacked, shared)
     # after printing: the in-place printer may add scratch arrays
     parts = {part.name for stack in stacked.stacks for part in stack.parts}
-    below = {s.whole.name for s in stacked.stacks if isinstance(s, OnesBelow)}
+    below = {s.whole.name for s in stacked.stacks if isinstance(s, RowBelow) and s.ones}
     viewed = {name for made in views.values() for name, _ in made}
     work, wholes = [], []
     for w in stacked.work:
-        if w.name in below:  # made first, then handed over whole and as the views the step reads
-            wholes.append((w.name, f"_ones_below({w.rows - 1}, m, dtype)"))
-            work += [(w.name, w.name), *views.get(w.name, [])]
+        code = f"_ones_below({w.rows - 1}, m, dtype)" if w.name in below else f"np.empty({w.shape_code}, dtype)"
+        if w.name in views:  # made first, then handed over whole and as the views the step reads
+            wholes.append((w.name, code))
+            work += [(w.name, w.name), *views[w.name]]
         elif w.name not in shared and w.name not in parts | viewed:
-            work += [(w.name, f"np.empty({w.shape_code}, dtype)"), *views.get(w.name, [])]
+            work.append((w.name, code))
     work += [(f"ones_{rows}", f"np.ones((1, {rows}), dtype)") for rows in sorted(printer.units)]
     names = [name for name, _ in work] + (["ones"] if printer.ones else [])
     made = [(stack.whole.name, code) for _, stack, code in _weights(program, stacked) if stack]
@@ -63,7 +64,7 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
                for p, stack, code in _weights(program, stacked)]
     weights += [view for name, _ in weights for view in views.get(name, [])]
     x = program.derivation.X.name
-    x_stack = next((s for s in stacked.stacks if isinstance(s, OnesBelow) and s.part.name == x), None)
+    x_stack = next((s for s in stacked.stacks if isinstance(s, RowBelow) and s.part.name == x), None)
     return {
         "step": step,
         "work": work,

@@ -16,7 +16,7 @@ from symbp.codegen import UnsupportedOperation
 from symbp.derive import derive_spec
 from symbp.inplace import InPlacePrinter, shared_arrays
 from symbp.network import make_spec
-from symbp.program import Apply, Buffer, Program, _quantity, fold_rate, lower, stack_biases
+from symbp.program import Apply, Buffer, Program, RowBelow, _quantity, fold_rate, lower, stack_biases
 from symbp.train import load_module, module_for
 
 ROWS = 3
@@ -215,12 +215,15 @@ def test_each_layers_bias_is_stacked_beside_its_weights_where_the_step_allows(op
     hidden = "d1" if "dropout" in options else "a1"  # the second layer's input: a⁽¹⁾, or it after dropout
     assert [(s.whole.name, [p.name for p in s.parts]) for s in result.stacks] == [
         ("W1_b1", ["W1", "b1"]), ("dW1_db1", ["dW1", "db1"]), ("X_ones", ["X"]),
-        ("W2_b2", ["W2", "b2"]), ("dW2_db2", ["dW2", "db2"]), (f"{hidden}_ones", [hidden])]
+        ("W2_b2", ["W2", "b2"]), ("dW2_db2", ["dW2", "db2"]), (f"{hidden}_ones", [hidden]),
+        ("delta1_extra", ["delta1"])]
+    assert [s.ones for s in result.stacks if isinstance(s, RowBelow)] == [True, True, False]
     for line in ("np.dot(W1_b1, X_ones, out=z1)", f"np.dot(W2_b2, {hidden}_ones, out=z2)",
+                 "np.dot(W2_b2.T, delta2, out=delta1_extra)",
                  "    # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ\n    # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾\n    np.dot(delta1, X_ones.T, out=dW1_db1)\n",
                  "    # W⁽²⁾ ← W⁽²⁾ − α ∂L/∂W⁽²⁾\n    # b⁽²⁾ ← b⁽²⁾ − α ∂L/∂b⁽²⁾\n    W2_b2 -= dW2_db2\n"):
         assert line in step
-    assert "+= b" not in step and ", ones, out=" not in step
+    assert "+= b" not in step and ", ones, out=" not in step and "[:, :" not in step  # no views of W
 
 
 def test_batch_norm_keeps_biases_apart_as_its_running_estimates_read_params_between_steps():
