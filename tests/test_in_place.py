@@ -268,3 +268,11 @@ def test_stacked_parameters_reach_the_callers_arrays_when_logging_and_when_stopp
     for name, value in expected.items():
         assert stopped[name] is originals[name]
         np.testing.assert_array_equal(stopped[name], value)
+
+
+def test_wide_layers_keep_w_and_b_apart():
+    """A 1024 × 1024 W stays apart from its b (rows of 1025 numbers slowed the product that
+    streams it from memory); the 10 × 1024 output layer beside it is stacked."""
+    program = fold_rate(lower(derive_spec(make_spec("1024-1024-10", "tanh,softmax", "cross_entropy"))))
+    stacks = {s.whole.name for s in stack_biases(program).stacks}
+    assert stacks == {"W2_b2", "dW2_db2", "a1_ones", "delta1_extra"}
