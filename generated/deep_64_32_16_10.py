@@ -347,8 +347,6 @@ def _work(m: int, dtype: str) -> tuple[Array, ...]:
         np.empty((16, 33), dtype),  # dW2_db2
         np.empty((32, 65), dtype),  # dW1_db1
         np.empty((1, m), dtype),  # a3_total1
-        np.empty((16, m), dtype),  # delta2_t1
-        np.empty((32, m), dtype),  # delta1_t1
         np.ones((1, 10), dtype),  # ones_10
     )
 
@@ -389,8 +387,6 @@ def _step(
         dW2_db2,
         dW1_db1,
         a3_total1,
-        delta2_t1,
-        delta1_t1,
         ones_10,
     ) = work
     a2 = z2  # z2 is not read after a2 is computed from it
@@ -414,21 +410,21 @@ def _step(
     # δ⁽³⁾ ← α δ⁽³⁾
     np.subtract(a3, Y, out=delta3)
     delta3 *= learning_rate / m
-    # δ⁽²⁾ = (W⁽³⁾)ᵀ δ⁽³⁾ ⊙ tanh'(z⁽²⁾)
-    np.dot(W3_b3.T, delta3, out=delta2_extra)
-    np.square(a2, out=delta2_t1)
-    np.subtract(1.0, delta2_t1, out=delta2_t1)
-    delta2 *= delta2_t1
-    # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ relu'(z⁽¹⁾)
-    np.dot(W2_b2.T, delta2, out=delta1_extra)
-    np.heaviside(a1, 0.0, out=delta1_t1)
-    delta1 *= delta1_t1
     # ∂L/∂W⁽³⁾ = δ⁽³⁾ (a⁽²⁾)ᵀ
     # ∂L/∂b⁽³⁾ = Σ δ⁽³⁾
     np.dot(delta3, a2_ones.T, out=dW3_db3)
+    # δ⁽²⁾ = (W⁽³⁾)ᵀ δ⁽³⁾ ⊙ tanh'(z⁽²⁾)
+    np.dot(W3_b3.T, delta3, out=delta2_extra)
+    np.square(a2, out=a2)  # a2 is read no more: its array takes this
+    np.subtract(1.0, a2, out=a2)
+    delta2 *= a2
     # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
     # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
     np.dot(delta2, a1_ones.T, out=dW2_db2)
+    # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ relu'(z⁽¹⁾)
+    np.dot(W2_b2.T, delta2, out=delta1_extra)
+    np.heaviside(a1, 0.0, out=a1)  # a1 is read no more: its array takes this
+    delta1 *= a1
     # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
     # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
     np.dot(delta1, X_ones.T, out=dW1_db1)

@@ -308,7 +308,6 @@ def _work(m: int, dtype: str) -> tuple[Array, ...]:
         np.empty((10, 129), dtype),  # dW2_db2
         np.empty((128, 65), dtype),  # dW1_db1
         np.empty((1, m), dtype),  # a2_total1
-        np.empty((128, m), dtype),  # delta1_t1
         np.ones((1, 10), dtype),  # ones_10
     )
 
@@ -343,7 +342,6 @@ def _step(
         dW2_db2,
         dW1_db1,
         a2_total1,
-        delta1_t1,
         ones_10,
     ) = work
     a1 = z1  # z1 is not read after a1 is computed from it
@@ -363,14 +361,14 @@ def _step(
     # δ⁽²⁾ ← α δ⁽²⁾
     np.subtract(a2, Y, out=delta2)
     delta2 *= learning_rate / m
-    # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ tanh'(z⁽¹⁾)
-    np.dot(W2_b2.T, delta2, out=delta1_extra)
-    np.square(a1, out=delta1_t1)
-    np.subtract(1.0, delta1_t1, out=delta1_t1)
-    delta1 *= delta1_t1
     # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
     # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
     np.dot(delta2, a1_ones.T, out=dW2_db2)
+    # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ tanh'(z⁽¹⁾)
+    np.dot(W2_b2.T, delta2, out=delta1_extra)
+    np.square(a1, out=a1)  # a1 is read no more: its array takes this
+    np.subtract(1.0, a1, out=a1)
+    delta1 *= a1
     # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
     # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
     np.dot(delta1, X_ones.T, out=dW1_db1)

@@ -359,14 +359,14 @@ def _step(
     np.subtract(a2, Y, out=delta2_t1)
     delta2 *= delta2_t1
     delta2 *= learning_rate
+    # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
+    # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
+    np.dot(delta2, a1_ones.T, out=dW2_db2)
     # δ⁽¹⁾ = (W⁽²⁾)ᵀ δ⁽²⁾ ⊙ σ'(z⁽¹⁾)
     np.dot(W2_b2.T, delta2, out=delta1_extra)
     np.subtract(1.0, a1, out=delta1_t1)
     delta1_t1 *= a1
     delta1 *= delta1_t1
-    # ∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ
-    # ∂L/∂b⁽²⁾ = Σ δ⁽²⁾
-    np.dot(delta2, a1_ones.T, out=dW2_db2)
     # ∂L/∂W⁽¹⁾ = δ⁽¹⁾ Xᵀ
     # ∂L/∂b⁽¹⁾ = Σ δ⁽¹⁾
     np.dot(delta1, X_ones.T, out=dW1_db1)

@@ -73,6 +73,10 @@ class InPlacePrinter(OperationPrinter):
         self._owner = ""
         self._out: Buffer | None = None
         self.ones = False  # whether a sum over the samples uses the work arrays' column of ones
+        self._op: Apply | None = None
+        # each buffer's last reader (reading a stacked array reads the buffers it holds)
+        self.last_reader = {name: id(op) for step in program.steps for op in step.operations
+                            for read in reads(op) for name in program.within(read)}
         self.units: set[int] = set()  # the unit counts of the rows of ones sums over units use
 
     # -- operations ----------------------------------------------------------------------------
@@ -85,7 +89,7 @@ class InPlacePrinter(OperationPrinter):
         return [f"{op.out.name} += {op.bias.name}"]
 
     def _print_Apply(self, op: Apply) -> list[str]:
-        self._owner, self._out = op.out.name, op.out
+        self._owner, self._out, self._op = op.out.name, op.out, op
         lines: list[str] = []
         for scratch, value in op.shared:
             lines += self.into(value, scratch)
@@ -163,10 +167,35 @@ class InPlacePrinter(OperationPrinter):
         """expr as a ufunc argument: itself when a leaf, else computed into a new scratch array."""
         if _is_leaf(expr):
             return self.leaf(expr)
+        reused = self.reusable(expr)
+        if reused is not None:
+            start = len(lines)
+            lines += self.into(expr, reused)
+            lines[start] += f"  # {reused.name} is read no more: its array takes this"
+            return reused.name
         fixed = self._out is not None and not self._out.per_sample  # scratch shaped like the array it feeds
         scratch = self.program.scratch(f"{self._owner}_t", self.rows_of(expr), self._out.cols if fixed else None)
         lines += self.into(expr, scratch)
         return scratch.name
+
+    def reusable(self, expr: sp.Basic) -> Buffer | None:
+        """The array of the one value expr reads, where that is its last read: 1 − a⁽¹⁾² goes
+        into a⁽¹⁾'s own array once nothing reads a⁽¹⁾ afterwards, instead of into one more.
+
+        Only where a write to the array cannot come before the read: expr reads no other
+        array and the value once, the formula around it does not read the value, and no
+        conditional (its condition is read after its values are written)."""
+        op = self._op
+        entries = [s for s in expr.free_symbols if isinstance(s, Entry)]
+        if op is None or op.shared or len(entries) != 1 or expr.has(sp.Piecewise):
+            return None
+        (value,) = entries
+        buffer = self.program.buffers[value.quantity.name]
+        if (expr.count(value) != 1 or op.code.count(value) != 1 or buffer.name == op.out.name
+                or buffer.role not in (VALUE, SCRATCH) or not buffer.per_sample
+                or not self._out.per_sample or self.last_reader.get(buffer.name) != id(op)):
+            return None
+        return buffer
 
     def rows_of(self, expr: sp.Basic) -> int:
         """The rows of a per-sample value: the widest array its formula reads."""

@@ -388,6 +388,29 @@ def stack_biases(program: Program) -> Program:
                    updates=rewritten(program.updates))
 
 
+def gradients_early(program: Program) -> Program:
+    """The program with each gradient step moved up to right after the last step that writes
+    what it reads, the gradients joining ``backward``: ∂L/∂W⁽ˡ⁾ = δ⁽ˡ⁾ (a⁽ˡ⁻¹⁾)ᵀ then comes before
+    δ⁽ˡ⁻¹⁾'s elementwise work instead of after all of the backward pass, so a⁽ˡ⁻¹⁾ is read for
+    the last time sooner and its array can hold that work's temporaries (``InPlacePrinter``)."""
+    order = list(program.backward)
+    moved: list[Step] = []
+    for step in program.gradients:
+        needs = _expanded(program, (name for op in step.operations for name in reads(op)))
+        position = max((i for i, s in enumerate(order)
+                        if needs & _expanded(program, (n for op in s.operations for n in writes(op)))), default=-1)
+        while position + 1 < len(order) and order[position + 1] in moved:  # after those moved there already
+            position += 1
+        order.insert(position + 1, step)
+        moved.append(step)
+    return replace(program, backward=tuple(order), gradients=())
+
+
+def _expanded(program: Program, names) -> set[str]:
+    """The names, with the buffers that stacked arrays among them hold."""
+    return set().union(set(), *(program.within(name) for name in names))
+
+
 def reads(op: object) -> set[str]:
     """The names of the buffers an operation reads: an Apply's, those its formula's entries name
     (its own scratch arrays of shared subexpressions excepted); a Descend's, θ and ∂L/∂θ."""

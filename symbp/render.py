@@ -8,7 +8,18 @@ from .derive import Derivation
 from .inplace import InPlacePrinter, shared_arrays
 from .jaxcode import JAX_CODE, jax_context
 from .loops import kernel_context
-from .program import Buffer, Program, RowBelow, SideBySide, fold_rate, lower, reads, stack_biases, writes
+from .program import (
+    Buffer,
+    Program,
+    RowBelow,
+    SideBySide,
+    fold_rate,
+    gradients_early,
+    lower,
+    reads,
+    stack_biases,
+    writes,
+)
 from .spec import SpecError
 from .templating import environment
 
@@ -37,10 +48,10 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
     """The allocating module plus ``_step``, the in-place printing of the same program, with α
     folded into δ⁽ᴺ⁾ where the optimizer allows (``gradients`` and ``train_step`` keep ∂L/∂θ)
     and each layer's b stacked beside its W where the step allows (``train`` copies them
-    back). Batch normalization's running estimates read the parameters between steps, so
+    back), and each gradient computed as soon as what it reads is. Batch normalization's running estimates read the parameters between steps, so
     with it W and b stay apart."""
     folded = fold_rate(program)
-    stacked = folded if batch_norms else stack_biases(folded)
+    stacked = gradients_early(folded if batch_norms else stack_biases(folded))
     printer = InPlacePrinter(stacked)
     step = [line for s in stacked.steps for line in printer.step(s)]
     shared = shared_arrays(stacked)

@@ -276,3 +276,48 @@ def test_wide_layers_keep_w_and_b_apart():
     program = fold_rate(lower(derive_spec(make_spec("1024-1024-10", "tanh,softmax", "cross_entropy"))))
     stacks = {s.whole.name for s in stack_biases(program).stacks}
     assert stacks == {"W2_b2", "dW2_db2", "a1_ones", "delta1_extra"}
+
+
+def single_value_formula(rng: np.random.Generator, depth: int) -> sp.Expr:
+    """A random formula in a1 and numbers (a1 may occur more than once, then nothing is reused)."""
+    if depth == 0:
+        return [a1, a1, sp.Integer(int(rng.integers(1, 4))), sp.Rational(1, 3)][int(rng.integers(0, 4))]
+    inner = single_value_formula(rng, depth - 1)
+    choices = [lambda: 1 - inner**2, lambda: 2 * inner + 1, lambda: sp.tanh(inner), lambda: sp.exp(-inner),
+               lambda: 1 / (2 + inner**2), lambda: sp.Heaviside(inner, 0), lambda: inner * sp.Rational(3, 2) - 1,
+               lambda: sp.Max(inner, sp.Rational(1, 2)), lambda: inner + single_value_formula(rng, depth - 1)]
+    return choices[int(rng.integers(0, len(choices)))]()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_value_read_for_the_last_time_holds_the_temporary_only_where_that_is_safe(seed):
+    """out ← out ⊙ F(a1), with this the last read of a1: F goes into a1's own array where a1
+    is read once, and the result equals NumPy's evaluation of the formula either way."""
+    rng = np.random.default_rng(seed)
+    formula = single_value_formula(rng, depth=int(rng.integers(1, 4)))
+    printer = printer_for(ROWS)
+    own = entry(Quantity("out", ROWS, 1, VALUE, "out"))
+    op = Apply(printer.program.buffers["out"], own * formula, own * formula)
+    printer.last_reader = {"a1": id(op), "out": id(op)}
+    lines = printer._print_Apply(op)
+    values = rng.uniform(0.1, 0.9, (ROWS, 5))
+    namespace = {"np": np, "a1": values.copy(), "out": np.full((ROWS, 5), 1.5)}
+    for array in printer.program.buffers.values():
+        namespace.setdefault(array.name, np.empty((ROWS, 5)))
+    exec("\n".join(lines), namespace)  # noqa: S102 -- test-only: code symbp wrote from a SymPy formula
+    expected = 1.5 * np.broadcast_to(sp.lambdify(a1, formula, modules="numpy")(values), (ROWS, 5))
+    np.testing.assert_allclose(namespace["out"], expected, rtol=1e-12, err_msg=f"{formula}\n" + "\n".join(lines))
+    reused = any("out=a1)" in line or line.startswith("a1 ") for line in lines)
+    assert reused == (formula.count(a1) == 1 and not formula.is_Atom), (formula, lines)
+
+
+def test_each_gradient_comes_right_after_the_error_it_reads_and_frees_the_layers_values():
+    """∂L/∂W⁽²⁾ = δ⁽²⁾ (a⁽¹⁾)ᵀ before δ⁽¹⁾'s elementwise work: tanh'(z⁽¹⁾) = 1 − a⁽¹⁾² then goes into
+    a⁽¹⁾'s array. σ' = a(1 − a) reads a twice and keeps a temporary of its own."""
+    step = (lambda source: source[source.index("def _step("):source.index("def _in_place_epochs(")])
+    digits = step((ROOT / "generated" / "digits_64_128_10.py").read_text(encoding="utf-8"))
+    assert digits.index("out=dW2_db2)") < digits.index("out=delta1_extra)") < digits.index("out=dW1_db1)")
+    assert "    np.square(a1, out=a1)  # a1 is read no more: its array takes this\n" in digits
+    assert "delta1_t1" not in digits
+    xor = step((ROOT / "generated" / "xor_2_2_1.py").read_text(encoding="utf-8"))
+    assert "np.subtract(1.0, a1, out=delta1_t1)" in xor
