@@ -290,18 +290,19 @@ def fold_rate(program: Program) -> Program:
     return replace(program, backward=backward, updates=updates)
 
 
-# Layers whose [W b] has more entries than this keep W and b apart. Measured with
-# bench/bound.py --grid: stacking made steps up to 1.4 times faster on narrow layers and small
-# batches and left width 256 as it was, but made width 1024 up to 15% slower, where a product
-# streams W from memory and rows of 1025 numbers start off a cache line. 2¹⁷ float64 entries
-# is 1 MiB, the second-level cache of one core of the machine measured.
-STACK_MAX_ENTRIES = 2**17
+# Parameters with more entries than this are taken to stream from memory rather than from
+# cache: 2¹⁷ float64 entries is 1 MiB, the second-level cache of one core of the machine
+# measured (bench/bound.py --grid). Their layers keep W and b apart (stacked, width 1024 was up
+# to 15% slower: rows of 1025 numbers start off a cache line), and their gradients keep their
+# place after the backward pass (computed early, width 1024 was 6–8% slower at batch 4: a
+# gradient of several MiB written between the backward products evicts what those read).
+CACHED_ENTRIES = 2**17
 
 
 def stack_biases(program: Program) -> Program:
     """The program with each layer's W and b in one array [W b], and the layer's input over a
     row of ones, wherever the step uses them only as W a + b, δ aᵀ, Σ δ and plain descents
-    and [W b] has at most ``STACK_MAX_ENTRIES`` entries.
+    and [W b] has at most ``CACHED_ENTRIES`` entries.
 
     [W b] [a; 1] = W a + b is then one product instead of a product and a pass adding b, and
     δ [a; 1]ᵀ = [δ aᵀ  Σ δ] gives both gradients in one product: per layer and step, one pass
@@ -327,7 +328,7 @@ def stack_biases(program: Program) -> Program:
             case _:
                 continue
         if (out != z or W.name not in descents or b.name not in descents or a.name in stacked_inputs
-                or W.rows * (W.cols + 1) > STACK_MAX_ENTRIES):
+                or W.rows * (W.cols + 1) > CACHED_ENTRIES):
             continue
         dW, db = descents[W.name].gradient, descents[b.name].gradient
         if descents[W.name].rate != descents[b.name].rate or not a.per_sample:
@@ -392,10 +393,13 @@ def gradients_early(program: Program) -> Program:
     """The program with each gradient step moved up to right after the last step that writes
     what it reads, the gradients joining ``backward``: ∂L/∂W⁽ˡ⁾ = δ⁽ˡ⁾ (a⁽ˡ⁻¹⁾)ᵀ then comes before
     δ⁽ˡ⁻¹⁾'s elementwise work instead of after all of the backward pass, so a⁽ˡ⁻¹⁾ is read for
-    the last time sooner and its array can hold that work's temporaries (``InPlacePrinter``)."""
+    the last time sooner and its array can hold that work's temporaries (``InPlacePrinter``).
+    Gradients with more than ``CACHED_ENTRIES`` entries stay where they were."""
     order = list(program.backward)
     moved: list[Step] = []
     for step in program.gradients:
+        if step.target.per_sample or step.target.rows * step.target.cols > CACHED_ENTRIES:
+            continue
         needs = _expanded(program, (name for op in step.operations for name in reads(op)))
         position = max((i for i, s in enumerate(order)
                         if needs & _expanded(program, (n for op in s.operations for n in writes(op)))), default=-1)
@@ -403,7 +407,7 @@ def gradients_early(program: Program) -> Program:
             position += 1
         order.insert(position + 1, step)
         moved.append(step)
-    return replace(program, backward=tuple(order), gradients=())
+    return replace(program, backward=tuple(order), gradients=tuple(s for s in program.gradients if s not in moved))
 
 
 def _expanded(program: Program, names) -> set[str]:

@@ -16,7 +16,17 @@ from symbp.codegen import UnsupportedOperation
 from symbp.derive import derive_spec
 from symbp.inplace import InPlacePrinter, shared_arrays
 from symbp.network import make_spec
-from symbp.program import Apply, Buffer, Program, RowBelow, _quantity, fold_rate, lower, stack_biases
+from symbp.program import (
+    Apply,
+    Buffer,
+    Program,
+    RowBelow,
+    _quantity,
+    fold_rate,
+    gradients_early,
+    lower,
+    stack_biases,
+)
 from symbp.train import load_module, module_for
 
 ROWS = 3
@@ -321,3 +331,12 @@ def test_each_gradient_comes_right_after_the_error_it_reads_and_frees_the_layers
     assert "delta1_t1" not in digits
     xor = step((ROOT / "generated" / "xor_2_2_1.py").read_text(encoding="utf-8"))
     assert "np.subtract(1.0, a1, out=delta1_t1)" in xor
+
+
+def test_a_wide_layers_gradient_keeps_its_place_after_the_backward_pass():
+    """∂L/∂W of a 1024 × 1024 layer, written early between the backward products, evicted what
+    those read next; it stays after them, while the output layer's and ∂L/∂b⁽¹⁾ move up."""
+    program = gradients_early(stack_biases(fold_rate(lower(derive_spec(
+        make_spec("1024-1024-10", "tanh,softmax", "cross_entropy"))))))
+    assert [s.target.name for s in program.backward] == ["delta2", "dW2_db2", "delta1", "db1"]
+    assert [s.target.name for s in program.gradients] == ["dW1"]
