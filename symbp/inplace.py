@@ -13,8 +13,10 @@ arrays made once per batch size, and each operation becomes one call per line:
   ones; ``ColumnSoftmax``; ``Descend`` scales
   the gradient's own array in place and subtracts it.
 
-A node inside a formula that has no ufunc is an error naming it, never a silent
-whole-array assignment.
+The step it prints is the program after ``program.fold_rate``, ``program.stack_biases`` and
+``program.gradients_early``; a value read for the last time may hold an elementwise
+formula's temporary (``InPlacePrinter.reusable``). A node inside a formula that has no ufunc is
+an error naming it, never a silent whole-array assignment.
 """
 
 from __future__ import annotations
