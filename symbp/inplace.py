@@ -13,8 +13,8 @@ arrays made once per batch size, and each operation becomes one call per line:
   ones; ``ColumnSoftmax``; ``Descend`` scales
   the gradient's own array in place and subtracts it.
 
-The step it prints is the program after ``program.fold_rate``, ``program.stack_biases`` and
-``program.gradients_early``; a value read for the last time may hold an elementwise
+The step it prints is the program after ``passes.fold_rate``, ``passes.stack_biases`` and
+``passes.gradients_early``; a value read for the last time may hold an elementwise
 formula's temporary (``InPlacePrinter.reusable``). A node inside a formula that has no ufunc is
 an error naming it, never a silent whole-array assignment.
 """
@@ -139,7 +139,7 @@ class InPlacePrinter(OperationPrinter):
 
     def _print_Descend(self, op: Descend) -> list[str]:
         """θ ← θ − α ∂L/∂θ: the gradient's own array is scaled in place, as nothing reads it later
-        (a rate of 1: the array already holds α ∂L/∂θ, program.fold_rate)."""
+        (a rate of 1: the array already holds α ∂L/∂θ, passes.fold_rate)."""
         if op.rate == 1:
             return [f"{op.param.name} -= {op.gradient.name}"]
         return [f"{op.gradient.name} *= {_CODE.doprint(op.rate)}", f"{op.param.name} -= {op.gradient.name}"]

@@ -8,18 +8,8 @@ from .derive import Derivation
 from .inplace import InPlacePrinter, shared_arrays
 from .jaxcode import JAX_CODE, jax_context
 from .loops import kernel_context
-from .program import (
-    Buffer,
-    Program,
-    RowBelow,
-    SideBySide,
-    fold_rate,
-    gradients_early,
-    lower,
-    reads,
-    stack_biases,
-    writes,
-)
+from .passes import fold_rate, gradients_early, stack_biases
+from .program import Buffer, Program, RowBelow, SideBySide, lower, reads, writes
 from .spec import SpecError
 from .templating import environment
 

@@ -16,17 +16,8 @@ from symbp.codegen import UnsupportedOperation
 from symbp.derive import derive_spec
 from symbp.inplace import InPlacePrinter, shared_arrays
 from symbp.network import make_spec
-from symbp.program import (
-    Apply,
-    Buffer,
-    Program,
-    RowBelow,
-    _quantity,
-    fold_rate,
-    gradients_early,
-    lower,
-    stack_biases,
-)
+from symbp.passes import fold_rate, gradients_early, stack_biases
+from symbp.program import Apply, Buffer, Program, RowBelow, _quantity, lower
 from symbp.train import load_module, module_for
 
 ROWS = 3

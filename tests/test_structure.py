@@ -12,7 +12,7 @@ LAYERS = [
     {"expressions", "activations", "losses", "algebra"},
     {"ops", "network", "optimizers"},
     {"derive"},
-    {"program"},
+    {"program", "passes"},
     {"latex", "codegen", "inplace", "loops", "jaxcode", "render", "document", "verify", "templating", "files"},
     {"api"},
     {"datasets", "train", "plots", "example"},
