@@ -366,8 +366,9 @@ def _step(
     subtract.
     Each layer's b is the last column of [W b] and its input has a row of ones below:
     [W b] times the input is W times it plus b, and δ times the input's transpose is
-    [∂L/∂W ∂L/∂b], so one product computes each. [W b]ᵀδ is Wᵀδ over one more row, bᵀδ,
-    which its array (``_extra``) holds and nothing reads.
+    [∂L/∂W ∂L/∂b], so one product computes each.
+    [W b]ᵀδ is Wᵀδ over one more row, bᵀδ, which its array (``_extra``) holds and
+    nothing reads.
     """
     W1_b1, W2_b2, W3_b3 = params
     (

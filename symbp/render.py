@@ -74,6 +74,8 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
         "ones": printer.ones,
         "folded": _COMMENT.doprint(program.derivation.layers[-1].delta) if folded is not program else "",
         "stacked": bool(stacked.stacks),
+        "partly_stacked": _partly(program, stacked),
+        "extra_rows": any(isinstance(s, RowBelow) and not s.ones for s in stacked.stacks),
         "step_x": x_stack.whole.name if x_stack else x,
         "input_views": views.get(x_stack.whole.name, []) if x_stack else [],
         "step_weights": weights,
@@ -120,3 +122,13 @@ def _weights(program: Program, stacked: Program) -> list[tuple[Buffer, SideBySid
     rights = {s.right.name for s in pairs.values()}
     return [(p, pairs.get(p.name), f'np.hstack((params["{p.name}"], params["{pairs[p.name].right.name}"]))'
              if p.name in pairs else f'params["{p.name}"]') for p in program.params if p.name not in rights]
+
+
+def _partly(program: Program, stacked: Program) -> str:
+    """The weights stacked with their biases as the docstring names them (W⁽²⁾ and W⁽³⁾), where
+    only some layers' are; empty where every layer's is."""
+    paired = {s.left.name for s in stacked.stacks if isinstance(s, SideBySide) and s.whole.role == PARAM}
+    layers = program.derivation.layers
+    if all(layer.W.name in paired for layer in layers):
+        return ""
+    return " and ".join(_COMMENT.doprint(layer.W) for layer in layers if layer.W.name in paired)

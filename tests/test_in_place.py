@@ -331,3 +331,16 @@ def test_a_wide_layers_gradient_keeps_its_place_after_the_backward_pass():
         make_spec("1024-1024-10", "tanh,softmax", "cross_entropy"))))))
     assert [s.target.name for s in program.backward] == ["delta2", "dW2_db2", "delta1", "db1"]
     assert [s.target.name for s in program.gradients] == ["dW1"]
+
+
+@pytest.mark.parametrize(("layers", "says"), [
+    ("1024-1024-10", "For W⁽²⁾, b is the last column of [W b]"),
+    ("64-128-10", "Each layer's b is the last column of [W b]"),
+])
+def test_the_step_says_which_layers_are_stacked(layers, says):
+    source = symbp.generate(layers, "tanh,softmax", "cross_entropy")
+    start = source.index("def _step(")
+    docstring = source[start:source.index('    """\n', start)]  # to the docstring's closing quotes
+    assert says in docstring and "(``_extra``)" in docstring
+    single = symbp.generate("3-2", "sigmoid", "half_se")  # one layer: no backward product
+    assert "_extra" not in single and "Each layer's b is the last column" in single
