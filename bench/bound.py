@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 for variable, value in (("OMP_NUM_THREADS", "1"), ("OPENBLAS_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1"),
                         ("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")):
@@ -196,14 +197,15 @@ def jax_grad(X, Y, init: Params, batch: int | None, epochs: int) -> Callable[[],
     return run
 
 
-def implementations(notes: list[str]) -> dict[str, Callable]:
+def implementations(notes: list[str]) -> tuple[dict[str, Callable], ModuleType | None]:
+    """The rows to time, and the numba module if numba is installed (its tanh is measured too)."""
+    numba_module = None
     numpy_module = load_module(ROOT / "generated" / "digits_64_128_10.py", "bound_numpy")
     found = {"hand-written NumPy": handwritten, "generated NumPy": generated(numpy_module),
              "generated NumPy, float32": generated(numpy_module, "float32")}
     try:
         numba_module = module_for(generate("64-128-10", "tanh,softmax", "cross_entropy", "mean", backend="numba"))
         found["generated numba"] = generated(numba_module)
-        found["generated numba"].module = numba_module
         found["generated numba, float32"] = generated(numba_module, "float32")
     except ImportError as error:
         notes.append(f"generated numba skipped: {error} (pip install '.[fast]')")
@@ -212,7 +214,7 @@ def implementations(notes: list[str]) -> dict[str, Callable]:
         found["JAX jit, jax.grad"] = jax_grad
     except ImportError:
         notes.append("JAX skipped: not installed (pip install jax)")
-    return found
+    return found, numba_module
 
 
 class DeepHandwritten:
@@ -310,7 +312,7 @@ def main() -> int:
     np.random.seed(0)  # the hand-written class draws its weights as the tutorial does
     init = SoftmaxNeuralNetwork(*SIZES).params
     notes: list[str] = []
-    rows = implementations(notes)
+    rows, numba_module = implementations(notes)
     loss = load_module(ROOT / "generated" / "digits_64_128_10.py", "bound_loss").loss
     rates = machine()
     lines = [(f"Machine, one thread: GEMM {rates['gemm'] / 1e9:.1f} GFLOP/s, tanh {rates['tanh'] / 1e6:.0f} M/s, "
@@ -334,8 +336,8 @@ def main() -> int:
         for name, seconds in times.items():
             median = statistics.median(seconds)
             lines.append(f"| {setting} | {bound * 1e3:.3f} | {name} | {median * 1e3:.3f} | {median / bound:.2f} |")
-    if hasattr(rows.get("generated numba"), "module"):  # the kernel's tanh, against NumPy's
-        rate = kernel_tanh_rate(rows["generated numba"].module)
+    if numba_module is not None:  # the kernel's tanh, against NumPy's
+        rate = kernel_tanh_rate(numba_module)
         faster = epoch_bound({**rates, "tanh": max(rate, rates["tanh"])}, X.shape[1])
         notes.append(f"The numba kernel's own tanh runs at {rate / 1e6:.0f} M/s here (NumPy's: "
                      f"{rates['tanh'] / 1e6:.0f} M/s); with the faster of the two the bound would be "

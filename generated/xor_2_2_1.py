@@ -389,57 +389,39 @@ def _in_place_epochs(
     size: int,
     generator: "np.random.Generator",
 ) -> list[float]:
-    """``_stacked_epochs`` on [W b] arrays made from params, copied back into params at the
-    end, and also if stopped early (by Ctrl-C, say): params then hold the last step's values."""
-    weights = _stacked(params)
-    try:
-        return _stacked_epochs(
-            params, weights, X, Y, epochs, learning_rate, log_every, size, generator
-        )
-    finally:
-        _unstack(params, weights)
-
-
-def _stacked_epochs(
-    params: Params,
-    weights: tuple[Array, ...],
-    X: Array,
-    Y: Array,
-    epochs: int,
-    learning_rate: float,
-    log_every: int | None,
-    size: int,
-    generator: "np.random.Generator",
-) -> list[float]:
     """``epochs`` epochs of ``_step`` on checked inputs, in batches of ``size`` shuffled by
     ``generator``; returns the loss before every ``log_every``-th epoch."""
     samples = X.shape[1]
     X_ones = _ones_below(X.shape[0], samples, X.dtype)
     X_ones[:-1] = X
+    weights = _stacked(params)
     # one set of work arrays for the batch size, and one for a last, shorter batch if any
     work = {size: _work(size, X.dtype)}
     logged = []
-    for epoch in range(epochs):
-        if log_every is not None and epoch % log_every == 0:
-            _unstack(params, weights)
-            current = _loss(params, X, Y)
-            if not np.isfinite(current):
-                raise FloatingPointError(
-                    f"the loss became {current} at epoch {epoch}; lower the learning rate"
-                )
-            logged.append(current)
-        if size == samples:
-            _step(weights, X_ones, Y, learning_rate, work[size])
-            continue
-        # one gather per epoch; each batch is then a view of consecutive columns
-        order = generator.permutation(samples)
-        X_shuffled, Y_shuffled = X_ones[:, order], Y[:, order]
-        for start in range(0, samples, size):
-            stop = min(start + size, samples)
-            if stop - start not in work:
-                work[stop - start] = _work(stop - start, X.dtype)
-            XB, YB = X_shuffled[:, start:stop], Y_shuffled[:, start:stop]
-            _step(weights, XB, YB, learning_rate, work[stop - start])
+    try:  # [W b] back into params at the end, and also if stopped early (by Ctrl-C, say)
+        for epoch in range(epochs):
+            if log_every is not None and epoch % log_every == 0:
+                _unstack(params, weights)
+                current = _loss(params, X, Y)
+                if not np.isfinite(current):
+                    raise FloatingPointError(
+                        f"the loss became {current} at epoch {epoch}; lower the learning rate"
+                    )
+                logged.append(current)
+            if size == samples:
+                _step(weights, X_ones, Y, learning_rate, work[size])
+                continue
+            # one gather per epoch; each batch is then a view of consecutive columns
+            order = generator.permutation(samples)
+            X_shuffled, Y_shuffled = X_ones[:, order], Y[:, order]
+            for start in range(0, samples, size):
+                stop = min(start + size, samples)
+                if stop - start not in work:
+                    work[stop - start] = _work(stop - start, X.dtype)
+                XB, YB = X_shuffled[:, start:stop], Y_shuffled[:, start:stop]
+                _step(weights, XB, YB, learning_rate, work[stop - start])
+    finally:
+        _unstack(params, weights)
     return logged
 
 

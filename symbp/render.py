@@ -38,8 +38,8 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
     """The allocating module plus ``_step``, the in-place printing of the same program, with α
     folded into δ⁽ᴺ⁾ where the optimizer allows (``gradients`` and ``train_step`` keep ∂L/∂θ)
     and each layer's b stacked beside its W where the step allows (``train`` copies them
-    back), and each gradient computed as soon as what it reads is. Batch normalization's running estimates read the parameters between steps, so
-    with it W and b stay apart."""
+    back), and each gradient computed as soon as what it reads is. Batch normalization's
+    running estimates read the parameters between steps, so with it W and b stay apart."""
     folded = fold_rate(program)
     stacked = gradients_early(folded if batch_norms else stack_biases(folded))
     printer = InPlacePrinter(stacked)
@@ -60,10 +60,11 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
             work.append((w.name, code))
     work += [(f"ones_{rows}", f"np.ones((1, {rows}), dtype)") for rows in sorted(printer.units)]
     names = [name for name, _ in work] + (["ones"] if printer.ones else [])
-    made = [(stack.whole.name, code) for _, stack, code in _weights(program, stacked) if stack]
-    weights = [(stack.whole.name, stack.whole.name) if stack else (p.name, code)
-               for p, stack, code in _weights(program, stacked)]
+    given = _weights(program, stacked)
+    made = [(stack.whole.name, code) for _, stack, code in given if stack]
+    weights = [(stack.whole.name, stack.whole.name) if stack else (p.name, code) for p, stack, code in given]
     weights += [view for name, _ in weights for view in views.get(name, [])]
+    wholes_named = {stack.whole.name for stack in stacked.stacks}
     x = program.derivation.X.name
     x_stack = next((s for s in stacked.stacks if isinstance(s, RowBelow) and s.part.name == x), None)
     return {
@@ -82,8 +83,7 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
         "step_weights_made": made,
         "unstack": [(part.name, code) for stack in stacked.stacks if isinstance(stack, SideBySide)
                     and stack.whole.role == PARAM for part, code in _halves(stack)],
-        "unpack_stacked": unpack([name if name in {s.whole.name for s in stacked.stacks} else "_"
-                                  for name, _ in weights], "weights"),
+        "unpack_stacked": unpack([name if name in wholes_named else "_" for name, _ in weights], "weights"),
         "unpack_params": unpack([name for name, _ in weights], "params"),
         "unpack_work": unpack(names, "work"),
         "unpack_state": unpack([b.name for b in program.buffers.values() if b.role == STATE], "state"),
