@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from .algebra import PARAM, STATE
-from .codegen import _COMMENT, module_context, unpack, unpack_masks
+from .codegen import _COMMENT, LINE_LENGTH, module_context, unpack, unpack_masks
 from .derive import Derivation
-from .inplace import InPlacePrinter, shared_arrays
+from .inplace import InPlacePrinter, shared_arrays, shared_gradients
 from .jaxcode import JAX_CODE, jax_context
 from .loops import kernel_context
-from .passes import fold_rate, gradients_early, stack_biases
+from .passes import descend_early, fold_rate, gradients_early, stack_biases
 from .program import Buffer, Program, RowBelow, SideBySide, lower, reads, writes
 from .spec import SpecError
 from .templating import environment
@@ -38,13 +38,20 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
     """The allocating module plus ``_step``, the in-place printing of the same program, with α
     folded into δ⁽ᴺ⁾ where the optimizer allows (``gradients`` and ``train_step`` keep ∂L/∂θ)
     and each layer's b stacked beside its W where the step allows (``train`` copies them
-    back), and each gradient computed as soon as what it reads is. Batch normalization's
-    running estimates read the parameters between steps, so with it W and b stay apart."""
+    back), and each gradient computed as soon as what it reads is; where gradients of one
+    shape can then share an array, each update comes as soon as nothing reads its parameter.
+    Batch normalization's running estimates read the parameters between steps, so with it W
+    and b stay apart."""
     folded = fold_rate(program)
     stacked = gradients_early(folded if batch_norms else stack_biases(folded))
+    early = descend_early(stacked)
+    groups = shared_gradients(early)
+    if groups:  # elsewhere the updates keep the textbook's place, after the backward pass: as fast
+        stacked = early
     printer = InPlacePrinter(stacked)
     step = [line for s in stacked.steps for line in printer.step(s)]
     shared = shared_arrays(stacked)
+    in_one = {name for group in groups for name in group[1:]}
     views = _views(stacked, shared)
     # after printing: the in-place printer may add scratch arrays
     parts = {part.name for stack in stacked.stacks for part in stack.parts}
@@ -56,7 +63,7 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
         if w.name in views:  # made first, then handed over whole and as the views the step reads
             wholes.append((w.name, code))
             work += [(w.name, w.name), *views[w.name]]
-        elif w.name not in shared and w.name not in parts | viewed:
+        elif w.name not in shared and w.name not in parts | viewed | in_one:
             work.append((w.name, code))
     work += [(f"ones_{rows}", f"np.ones((1, {rows}), dtype)") for rows in sorted(printer.units)]
     names = [name for name, _ in work] + (["ones"] if printer.ones else [])
@@ -72,6 +79,7 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
         "work": work,
         "work_wholes": wholes,
         "shared": shared,
+        "gradient_groups": [(_one_array(group), [(name, group[0]) for name in group[1:]]) for group in groups],
         "ones": printer.ones,
         "folded": _COMMENT.doprint(program.derivation.layers[-1].delta) if folded is not program else "",
         "stacked": bool(stacked.stacks),
@@ -89,6 +97,14 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
         "unpack_state": unpack([b.name for b in program.buffers.values() if b.role == STATE], "state"),
         "unpack_masks": unpack_masks([mask.name for mask in program.derivation.masks]),
     }
+
+
+def _one_array(group: list[str]) -> str:
+    """The comment above the lines that give gradients (δ⁽ˡ⁾ or ∂L/∂θ) one array."""
+    names = f"{', '.join(group[:-1])} and {group[-1]}"
+    why = "each is read no more when the next is written"
+    comment = f"# {names} share one array: {why}"
+    return comment if len(comment) + 4 <= LINE_LENGTH else f"# those below share {group[0]}'s array: {why}"
 
 
 def _halves(stack: SideBySide) -> list[tuple[Buffer, str]]:

@@ -14,10 +14,10 @@ import symbp
 from symbp.algebra import TARGET, VALUE, Quantity, entry
 from symbp.codegen import UnsupportedOperation
 from symbp.derive import derive_spec
-from symbp.inplace import InPlacePrinter, shared_arrays
+from symbp.inplace import InPlacePrinter, shared_arrays, shared_gradients
 from symbp.network import make_spec
-from symbp.passes import fold_rate, gradients_early, stack_biases
-from symbp.program import Apply, Buffer, Program, RowBelow, _quantity, lower
+from symbp.passes import descend_early, fold_rate, gradients_early, stack_biases
+from symbp.program import Apply, Buffer, Program, RowBelow, _quantity, lower, reads, writes
 from symbp.train import load_module, module_for
 
 ROWS = 3
@@ -344,3 +344,61 @@ def test_the_step_says_which_layers_are_stacked(layers, says):
     assert says in docstring and "(``_extra``)" in docstring
     single = symbp.generate("3-2", "sigmoid", "half_se")  # one layer: no backward product
     assert "_extra" not in single and "Each layer's b is the last column" in single
+
+
+@pytest.mark.parametrize(("layers", "activation", "loss", "options", "groups"), [
+    # 400 × 400 weights are over 2¹⁷ entries, so W and b stay apart: ∂L/∂W⁽¹⁾, ∂L/∂W⁽²⁾ share
+    ("400-400-400-3", "tanh,tanh,softmax", "cross_entropy", {}, [["db2", "db1"], ["dW2", "dW1"]]),
+    ("3-4-4-4-2", "tanh", "half_se", {"l2": "0.1"}, [["delta3", "delta1"], ["dW3", "dW2"], ["db3", "db2", "db1"]]),
+    ("2-3-3-3-1", "tanh,tanh,tanh,sigmoid", "bce", {"batch_norm": True}, None),
+])
+def test_gradients_of_one_shape_share_one_array_and_train_as_train_step(layers, activation, loss, options, groups):
+    """Each update right after its gradient (passes.descend_early) frees the gradient's array for
+    the next of its shape; the in-place step must still be train_step, whatever shares."""
+    folded = fold_rate(lower(derive_spec(make_spec(layers, activation, loss, **options))))
+    program = gradients_early(folded if "batch_norm" in options else stack_biases(folded))
+    found = shared_gradients(descend_early(program))
+    assert found and (groups is None or found == groups), found
+    source = symbp.generate(layers, activation, loss, **options)
+    for group in found:
+        assert all(f"    {name} = {group[0]}\n" in source for name in group[1:])
+        above = source[:source.index(f"    {group[1]} = {group[0]}\n")].splitlines()[-1]
+        assert above.startswith("    # ") and "share" in above and "read no more when the next is written" in above
+    module = module_for(source)
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((module.LAYERS[0], 6))
+    Y = np.eye(module.LAYERS[-1])[:, rng.integers(0, module.LAYERS[-1], 6)] if loss == "cross_entropy" \
+        else rng.uniform(0.1, 0.9, (module.LAYERS[-1], 6))
+    looped, stepped = module.init_params(3, "fan_in"), module.init_params(3, "fan_in")
+    module.train(looped, X, Y, epochs=4, learning_rate=0.05, log_every=None)
+    for _ in range(4):
+        module.train_step(stepped, X, Y, 0.05)
+    for name in stepped:
+        np.testing.assert_allclose(looped[name], stepped[name], rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def touched(program, step, which) -> set[str]:
+    """The arrays a step's operations read (or write), a stacked array standing for its parts too."""
+    return set().union(set(), *(program.within(n) for op in step.operations for n in which(op)))
+
+
+def test_updates_come_after_every_step_they_depend_on_in_random_networks():
+    """descend_early moves steps: each pair that reads and writes a common array keeps its order
+    (checked here from each operation's reads and writes, stacked arrays standing for their parts)."""
+    moved = 0
+    for seed in range(40):
+        layers, activation, loss, reduction = random_network(seed)
+        program = gradients_early(stack_biases(fold_rate(lower(derive_spec(
+            make_spec(layers, activation, loss, reduction, l2="0.1" if seed % 2 else ""))))))
+        early = descend_early(program)
+        before, after = program.steps, early.steps
+        assert sorted(map(id, before)) == sorted(map(id, after))
+        position = {id(s): i for i, s in enumerate(after)}
+        for i, first in enumerate(before):
+            for second in before[i + 1:]:
+                written = touched(program, second, writes)
+                if touched(program, second, reads) & touched(program, first, writes) or written & (
+                        touched(program, first, reads) | touched(program, first, writes)):
+                    assert position[id(first)] < position[id(second)], (seed, first.target, second.target)
+        moved += [id(s) for s in before] != [id(s) for s in after]
+    assert moved > 20  # most programs have an update that can move
