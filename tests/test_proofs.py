@@ -57,13 +57,13 @@ def test_matrix_gradients_equal_direct_differentiation(layers, activation, loss,
 
 
 def test_two_samples_are_summed_in_the_proof():
-    report = derive("2-2-3", "tanh,softmax", "cross_entropy", "mean").verify(samples=2)
+    report = derive("2-1-3", "tanh,softmax", "cross_entropy", "mean").verify(samples=2)
     assert report.ok and "Σᵢ yᵢ = 1" in report.summary()
 
 
 def test_cross_entropy_proof_needs_the_targets_to_sum_to_one():
     """Without Σy = 1 the simplified δ = a − y is not the gradient: the proof must notice."""
-    d = derive("2-2-3", "tanh,softmax", "cross_entropy")
+    d = derive("2-1-3", "tanh,softmax", "cross_entropy")
     d.output_delta = type(d.output_delta)(*d.output_delta.__dict__.values())
     object.__setattr__(d.output_delta, "assumption", None)
     assert not d.verify().ok
