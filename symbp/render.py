@@ -44,10 +44,13 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
     and b stay apart."""
     folded = fold_rate(program)
     stacked = gradients_early(folded if batch_norms else stack_biases(folded))
+    groups = shared_gradients(stacked)
     early = descend_early(stacked)
-    groups = shared_gradients(early)
-    if groups:  # elsewhere the updates keep the textbook's place, after the backward pass: as fast
-        stacked = early
+    sharing = shared_gradients(early)
+    # elsewhere the updates keep the textbook's place, after the backward pass: as fast
+    moved = sum(map(len, sharing)) - len(sharing) > sum(map(len, groups)) - len(groups)
+    if moved:
+        stacked, groups = early, sharing
     printer = InPlacePrinter(stacked)
     step = [line for s in stacked.steps for line in printer.step(s)]
     shared = shared_arrays(stacked)
@@ -83,6 +86,7 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
         "ones": printer.ones,
         "folded": _COMMENT.doprint(program.derivation.layers[-1].delta) if folded is not program else "",
         "stacked": bool(stacked.stacks),
+        "updates_early": moved,
         "partly_stacked": _partly(program, stacked),
         "extra_rows": any(isinstance(s, RowBelow) and not s.ones for s in stacked.stacks),
         "step_x": x_stack.whole.name if x_stack else x,

@@ -351,6 +351,8 @@ def test_the_step_says_which_layers_are_stacked(layers, says):
     ("400-400-400-3", "tanh,tanh,softmax", "cross_entropy", {}, [["db2", "db1"], ["dW2", "dW1"]]),
     ("3-4-4-4-2", "tanh", "half_se", {"l2": "0.1"}, [["delta3", "delta1"], ["dW3", "dW2"], ["db3", "db2", "db1"]]),
     ("2-3-3-3-1", "tanh,tanh,tanh,sigmoid", "bce", {"batch_norm": True}, None),
+    # an optimizer's updates stay after the backward pass; the errors still share
+    ("3-4-4-4-2", "tanh", "half_se", {"optimizer": "adam"}, [["delta3", "delta1"]]),
 ])
 def test_gradients_of_one_shape_share_one_array_and_train_as_train_step(layers, activation, loss, options, groups):
     """Each update right after its gradient (passes.descend_early) frees the gradient's array for
@@ -370,9 +372,12 @@ def test_gradients_of_one_shape_share_one_array_and_train_as_train_step(layers, 
     Y = np.eye(module.LAYERS[-1])[:, rng.integers(0, module.LAYERS[-1], 6)] if loss == "cross_entropy" \
         else rng.uniform(0.1, 0.9, (module.LAYERS[-1], 6))
     looped, stepped = module.init_params(3, "fan_in"), module.init_params(3, "fan_in")
-    module.train(looped, X, Y, epochs=4, learning_rate=0.05, log_every=None)
+    state = {"state": module.init_state(looped)} if "optimizer" in options else {}
+    kept = (module.init_state(stepped),) if "optimizer" in options else ()
+    module.train(looped, X, Y, epochs=4, learning_rate=0.05, log_every=None, **state)
     for _ in range(4):
-        module.train_step(stepped, X, Y, 0.05)
+        module.train_step(stepped, X, Y, 0.05, *kept)
+    assert ("Each update comes as soon as its gradient" in source) == ("optimizer" not in options)
     for name in stepped:
         np.testing.assert_allclose(looped[name], stepped[name], rtol=1e-12, atol=1e-14, err_msg=name)
 
