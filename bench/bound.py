@@ -110,6 +110,22 @@ def products_and_tanh(X, init: Params, batch: int | None, epochs: int) -> Callab
     return run
 
 
+def product_rates(X, init: Params) -> dict[str, tuple[float, float]]:
+    """Flops and flops/s of each of the full batch's five products alone (np.dot into an array
+    made once, best of several), named by what they compute."""
+    n0, n1, n2 = SIZES
+    m = X.shape[1]
+    W1, W2, x = init["W1"], init["W2"], np.ascontiguousarray(X)
+    a1, d2, d1 = np.ones((n1, m)), np.ones((n2, m)), np.ones((n1, m))
+    products = {"W⁽¹⁾X": (W1, x, np.empty((n1, m))), "W⁽²⁾a⁽¹⁾": (W2, a1, np.empty((n2, m))),
+                "(W⁽²⁾)ᵀδ⁽²⁾": (W2.T, d2, np.empty((n1, m))), "δ⁽²⁾(a⁽¹⁾)ᵀ": (d2, a1.T, np.empty((n2, n1))),
+                "δ⁽¹⁾Xᵀ": (d1, x.T, np.empty((n1, n0)))}
+    flops = {name: 2 * left.shape[0] * left.shape[1] * right.shape[1] for name, (left, right, _) in products.items()}
+    return {name: (flops[name], best_rate(flops[name], lambda left=left, right=right, out=out: np.dot(left, right, out=out),
+                                          repeats=25))
+            for name, (left, right, out) in products.items()}
+
+
 def kernel_tanh_rate(module) -> float:
     """Values/s of the numba module's own tanh in a compiled loop, the way its kernel calls it,
     over the same 10⁶ values as NumPy's rate (best of several)."""
@@ -342,6 +358,12 @@ def main() -> int:
         notes.append(f"The numba kernel's own tanh runs at {rate / 1e6:.0f} M/s here (NumPy's: "
                      f"{rates['tanh'] / 1e6:.0f} M/s); with the faster of the two the bound would be "
                      f"{faster * 1e3:.3f} ms per epoch, {faster / epoch_bound(rates, X.shape[1]):.3f} of the one above.")
+    each = product_rates(X, init)
+    alone = sum(flops / rate for flops, rate in each.values())
+    notes.append("Full batch, each product alone: " + ", ".join(f"{name} {rate / 1e9:.1f}" for name, (_, rate) in
+                                                               each.items())
+                 + f" GFLOP/s (peak {rates['gemm'] / 1e9:.1f}); the five take {alone * 1e3:.3f} ms, "
+                 f"{alone / epoch_bound(rates, X.shape[1]):.2f} of the bound, before any tanh.")
     lines += ["", *notes]
     text = "\n".join(lines)
     print(text)
