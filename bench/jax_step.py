@@ -1,13 +1,15 @@
 """One JAX training step on its own: the derived gradients against ``jax.grad``, per step.
 
-    python bench/jax_step.py [--hidden 16] [--batch 32] [--steps 860] [--repeats 21]
+    python bench/jax_step.py [--hidden 16] [--batch 32] [--steps 860] [--repeats 21] [--kernels]
 
 ``bench/jax_speed.py`` times whole ``train`` calls; this isolates the step. Each trainer is one
 jitted ``lax.scan`` over ``--steps`` batches of random data (64 inputs, a hidden tanh layer,
 softmax over 10, cross-entropy averaged), each step the gradients, from the generated JAX
 module's ``_gradients`` or from ``jax.grad`` of its ``_loss``, and an SGD update. Process CPU
 time per step, medians of runs alternating between the two, XLA on one thread. It then lists
-each compiled loop body's operations (fusions, products), for comparing the two programs.
+each compiled loop body's operations (fusions, products), for comparing the two programs, and
+with ``--kernels`` the time per step of each compiled kernel, from JAX's profiler (which adds
+its own overhead to every kernel: compare the two columns, not their sums with the medians).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import re
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -62,12 +65,42 @@ def body_operations(compiled_text: str) -> Counter:
     return kinds
 
 
+def kernel_times(runs: dict, arguments: tuple, steps: int) -> dict[str, dict[str, float]]:
+    """µs per step of each kernel the compiled loop runs, per trainer: three runs of each under
+    JAX's profiler, the kernels' events assigned to the trainer whose loop encloses them."""
+    folder = tempfile.mkdtemp()
+    spans: dict[str, list[tuple[int, int]]] = {}
+    with jax.profiler.trace(folder):
+        for name, run in runs.items():
+            with jax.profiler.TraceAnnotation(f"trainer {name}"):
+                for _ in range(3):
+                    jax.block_until_ready(run(*arguments))
+    (path,) = Path(folder).rglob("*.xplane.pb")
+    events = [event for plane in jax.profiler.ProfileData.from_file(str(path)).planes
+              for line in plane.lines for event in line.events]
+    for event in events:
+        if event.name.startswith("trainer "):
+            spans.setdefault(event.name[len("trainer "):], []).append(
+                (event.start_ns, event.start_ns + event.duration_ns))
+    times: dict[str, dict[str, float]] = {}
+    for name, ranges in spans.items():
+        per_kernel: Counter = Counter()
+        for event in events:  # a kernel's event is named after its instruction: a fusion, dot or copy
+            kernel = re.fullmatch(r"[\w.-]*fusion[\w.-]*|(dot|copy)[\w.-]*", event.name)
+            if kernel and any(start <= event.start_ns < stop for start, stop in ranges):
+                per_kernel[event.name] += event.duration_ns
+        # the loop's own kernels: those run once per call (copies in and out of the loop) round to 0
+        times[name] = {kernel: ns / 1e3 / (3 * steps) for kernel, ns in per_kernel.items() if ns >= 3 * steps * 5}
+    return times
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=16)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=860)
     parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--kernels", action="store_true", help="also each compiled kernel's time per step")
     args = parser.parse_args()
     source = generate(f"64-{args.hidden}-10", "tanh,softmax", "cross_entropy", "mean", backend="jax")
     module = module_for(source)
@@ -94,6 +127,12 @@ def main() -> int:
         print(f"{name}: {per_step[name]:.2f} µs per step; loop body: "
               + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())))
     print(f"derived / jax.grad: {per_step['derived formulas'] / per_step['jax.grad']:.3f}")
+    if args.kernels:
+        times = kernel_times(runs, (weights, Xs, Ys), args.steps)
+        print("µs per step of each kernel, under the profiler:")
+        for name, kernels in times.items():
+            print(f"{name}: " + ", ".join(f"{kernel} {us:.2f}" for kernel, us in
+                                          sorted(kernels.items(), key=lambda item: -item[1])))
     return 0
 
 
