@@ -209,6 +209,11 @@ def test_generated_modules_are_lint_clean(tmp_path):
         paths.append(tmp_path / f"numba{index}.py")
         symbp.generate("3-4-3-2", "tanh,relu,identity", "half_se", ops=ops, dropout="0.25" if index else "",
                        optimizer="adam", backend="numba", output=paths[-1])
+    # Gradients of one shape in one array, under a comment that names them or, too long, does not.
+    for index, options in enumerate(({"l2": "0.1"}, {"batch_norm": True})):
+        paths.append(tmp_path / f"shared{index}.py")
+        symbp.generate("2-3-3-3-1", "tanh,tanh,tanh,sigmoid", "bce", output=paths[-1], **options)
+        assert "share" in paths[-1].read_text(encoding="utf-8")
     for command in (["check", "--no-cache", "--isolated"], ["format", "--check", "--no-cache", "--isolated"]):
         result = subprocess.run([sys.executable, "-m", "ruff", *command, *map(str, GENERATED + paths)],
                                 capture_output=True, text=True, check=False)
