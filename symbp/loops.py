@@ -13,11 +13,16 @@ for, samples k innermost (rows of C arrays are contiguous):
 * ``SampleTotal``: ``np.dot`` with a column of ones for ``BLAS_MIN_ROWS`` rows or more, else loops;
 * ``UnitTotal``, ``ColumnSoftmax``, ``AddBias``, ``Descend``: their loops, samples innermost
   here too (a softmax keeps each sample's maximum and total in rows of the kernel's own).
+
+A bias starts a looped product's rows; after a BLAS product, where the next step is one
+formula of z that nothing else reads, the bias is added inside that formula's loop
+(``_tanh(z1[i, k] + shift)``): one pass over the layer fewer.
 """
 
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
@@ -186,6 +191,7 @@ class LoopPrinter(OperationPrinter):
         self.ones = False  # whether a sum over the samples uses the kernel's column of ones
         self.rows: list[Buffer] = []  # work rows of the kernel's own, not the program's
         self.applied = _applied_at_once(program)
+        self.later_bias = _bias_in_next_formula(program)
 
     def step_lines(self, step: Step) -> list[str]:
         """A step's loops. z = W x + b starts each row from the bias: one pass fewer than adding it after."""
@@ -195,6 +201,9 @@ class LoopPrinter(OperationPrinter):
             after = operations[index + 1] if index + 1 < len(operations) else None
             if isinstance(op, AddBias) and self.bias is op.bias:
                 self.bias = None
+                continue
+            if isinstance(op, AddBias) and op.out.name in self.later_bias:
+                lines.append(f"# {op.bias.name} is added in the next step's loop, as it reads {op.out.name}")
                 continue
             if isinstance(op, Gemm) and isinstance(after, AddBias) and after.out == op.out and not self.wide(op):
                 self.bias = after.bias
@@ -252,9 +261,15 @@ class LoopPrinter(OperationPrinter):
         # inside the loops over i and k, or over i and j for an array with no samples
         inner = 4 if op.out.per_sample else (4 if op.out.cols > 1 else 0)
         indent = KERNEL_INDENT + inner + (4 if op.out.rows > 1 else 0)
-        body = self.assign(self.scalar.index(op.out), op.formula, indent)
+        formula, shift = op.formula, []
+        for z, (bias, reader) in self.later_bias.items():
+            if reader is op:  # z without its bias in the array: the formula adds it (one shift per row)
+                entries = {e for e in formula.free_symbols if isinstance(e, Entry) and e.quantity.name == z}
+                formula = formula.xreplace({e: e + sp.Symbol("shift") for e in entries})
+                shift = [f"shift = {bias.name}[i, 0]"]
+        body = self.assign(self.scalar.index(op.out), formula, indent)
         if op.out.per_sample:
-            return _rows(op.out.rows, ["for k in range(m):", *(f"    {line}" for line in body)])
+            return _rows(op.out.rows, [*shift, "for k in range(m):", *(f"    {line}" for line in body)])
         return _rows(op.out.rows, _rows(op.out.cols, body, "j"))
 
     def assign(self, target: str, expr: sp.Expr, indent: int) -> list[str]:
@@ -328,6 +343,26 @@ class LoopPrinter(OperationPrinter):
         return _rows(op.param.rows, _rows(op.param.cols, [
             f"{op.param.name}[i, j] -= {rate} * {op.gradient.name}[i, j]",
         ], "j"))
+
+
+def _bias_in_next_formula(program: Program) -> dict[str, tuple[Buffer, Apply]]:
+    """{z: (b, the formula)} for each z = W x + b whose product goes to BLAS and whose next step
+    is one elementwise formula, the only other reader of z: that formula's loop can add b as it
+    reads z."""
+    steps = program.steps
+    later: dict[str, tuple[Buffer, Apply]] = {}
+    for step, following in pairwise(steps):
+        match step.operations, following.operations:
+            case ((Gemm() as product, AddBias(out=z, bias=b)), (Apply(out=out, shared=()) as formula,)):
+                pass
+            case _:
+                continue
+        others = [op for s in steps for op in s.operations
+                  if op not in (product, step.operations[1], formula) and z.name in reads(op) | writes(op)]
+        if product.out == z and wide(product) and z.per_sample and out.per_sample and not others \
+                and z.name in reads(formula):
+            later[z.name] = (b, formula)
+    return later
 
 
 def _applied_at_once(program: Program) -> dict[str, Descend]:

@@ -27,7 +27,20 @@ NETWORKS = [
     ("2-3-2", "sqrt(z**2+1)-1+sin(z)/(1+z**2),identity", "half_se", "mean"),
     # W1 and W2 have 256 or more entries, so their products go to BLAS; W3's stay loops
     ("16-24-16-3", "tanh,relu,softmax", "cross_entropy", "mean"),
+    # the same, with z⁽²⁾ read again by swish' (its bias stays a pass of its own)
+    ("16-24-16-3", "sigmoid,z/(1+exp(-z)),softmax", "cross_entropy", "sum"),
 ]
+
+
+def test_after_a_blas_product_the_next_formula_adds_the_bias_where_nothing_else_reads_z():
+    """tanh(z⁽¹⁾) and relu(z⁽²⁾) read z and nothing reads it after (their derivatives are
+    written in a): b is added in their loops. swish'(z⁽²⁾) reads z⁽²⁾ again, so z⁽²⁾ gets b first."""
+    source = symbp.generate("16-24-16-3", "tanh,relu,softmax", "cross_entropy", backend="numba")
+    assert "a1[i, k] = _tanh(shift + z1[i, k])" in source and "z1[i, k] += shift" not in source
+    assert "a2[i, k] = _relu_jit(shift + z2[i, k], real)" in source
+    assert "# b1 is added in the next step's loop, as it reads z1" in source
+    swish = symbp.generate("16-24-16-3", "sigmoid,z/(1+exp(-z)),softmax", "cross_entropy", backend="numba")
+    assert "_sigmoid_jit(shift + z1[i, k], real)" in swish and "z2[i, k] += shift" in swish
 
 
 def both_backends(network, tmp_path):
