@@ -16,7 +16,7 @@ for, samples k innermost (rows of C arrays are contiguous):
 
 A bias starts a looped product's rows; after a BLAS product, where the next step is one
 formula of z that nothing else reads, the bias is added inside that formula's loop
-(``_tanh(z1[i, k] + shift)``): one pass over the layer fewer.
+(``_tanh(shift + z1[i, k])``): one pass over the layer fewer.
 """
 
 from __future__ import annotations
