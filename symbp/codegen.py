@@ -576,3 +576,11 @@ def _with_assumption(d: Derivation, target: str, lines: list[Statement]) -> list
         return lines
     first, *rest = lines
     return [replace(first, formula=f"{first.formula}, using Σⱼ yⱼ = 1"), *rest]
+
+
+def one_array_comment(group: list[str]) -> str:
+    """The comment above the lines that give gradients (δ⁽ˡ⁾ or ∂L/∂θ) one array."""
+    names = f"{', '.join(group[:-1])} and {group[-1]}"
+    why = "each is read no more when the next is written"
+    comment = f"# {names} share one array: {why}"
+    return comment if len(comment) + 4 <= LINE_LENGTH else f"# those below share {group[0]}'s array: {why}"

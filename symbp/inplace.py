@@ -15,7 +15,7 @@ arrays made once per batch size, and each operation becomes one call per line:
 
 The step it prints is the program after ``passes.fold_rate``, ``passes.stack_biases``,
 ``passes.gradients_early`` and ``passes.descend_early``; gradients of equal shape may share one
-array (``shared_gradients``), and a value read for the last time may hold an elementwise
+array (``passes.shared_gradients``), and a value read for the last time may hold an elementwise
 formula's temporary (``InPlacePrinter.reusable``). A node inside a formula that has no ufunc is
 an error naming it, never a silent whole-array assignment.
 """
@@ -25,7 +25,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy.codegen.numpy_nodes import logaddexp
 
-from .algebra import GRADIENT, SCRATCH, VALUE, Entry
+from .algebra import SCRATCH, VALUE, Entry
 from .codegen import _CODE, OperationPrinter, UnsupportedOperation
 from .program import (
     AddBias,
@@ -358,32 +358,3 @@ def shared_arrays(program: Program) -> dict[str, str]:
                 and written.get(source.name, [index])[-1] < index and written[op.out.name][0] == index):
             shared[op.out.name] = shared.get(source.name, source.name)
     return shared
-
-
-def shared_gradients(program: Program) -> list[list[str]]:
-    """Gradients (errors δ⁽ˡ⁾ and ∂L/∂θ) of one shape that can be computed in one array, each
-    group in the order the step computes them (the first names the array).
-
-    A gradient can take the array of one read for the last time before it is written: an
-    error once the next error and its layer's gradients are computed, a ∂L/∂θ once its update
-    is done, which ``passes.descend_early`` puts right after it. Gradients that are part of
-    [∂L/∂W ∂L/∂b], or that hold two, keep arrays of their own.
-    """
-    stacked = {name for stack in program.stacks for name in (stack.whole.name, *(p.name for p in stack.parts))}
-    first: dict[str, int] = {}
-    last: dict[str, int] = {}
-    for index, op in enumerate(op for step in program.steps for op in step.operations):
-        for name in set().union(*map(program.within, reads(op) | writes(op))):
-            first.setdefault(name, index)
-            last[name] = index
-    gradients = sorted((b for b in program.buffers.values()
-                        if b.role == GRADIENT and b.name in first and b.name not in stacked), key=lambda b: first[b.name])
-    groups: list[list[str]] = []
-    for gradient in gradients:
-        group = next((g for g in groups if program.buffers[g[0]].shape_code == gradient.shape_code
-                      and last[g[-1]] < first[gradient.name]), None)
-        if group is None:
-            groups.append([gradient.name])
-        else:
-            group.append(gradient.name)
-    return [group for group in groups if len(group) > 1]

@@ -29,8 +29,17 @@ from sympy.printing.precedence import PRECEDENCE
 
 from .activations import Activation
 from .algebra import SCRATCH, STATE, Entry
-from .codegen import NumpyCodePrinter, OperationPrinter, UnsupportedOperation, fits, short_assignments, statement
+from .codegen import (
+    NumpyCodePrinter,
+    OperationPrinter,
+    UnsupportedOperation,
+    fits,
+    one_array_comment,
+    short_assignments,
+    statement,
+)
 from .derive import alpha, m
+from .passes import descend_early, shared_gradients
 from .program import (
     AddBias,
     Apply,
@@ -345,6 +354,22 @@ class LoopPrinter(OperationPrinter):
         ], "j"))
 
 
+def _sharing(program: Program) -> tuple[Program, list[list[str]]]:
+    """The program with the updates of gradients that BLAS computes moved up where that lets such
+    gradients of one shape share an array (``passes.descend_early``, ``passes.shared_gradients``),
+    and those groups; else the program as lowered and no group. Only whole-batch arrays share:
+    the kernel makes its per-sample arrays again for a last, shorter batch."""
+    blas = {op.out.name for step in program.gradients for op in step.operations
+            if (isinstance(op, Gemm) and wide(op)) or (isinstance(op, SampleTotal) and blas_total(op))}
+    params = {op.param.name for step in program.updates for op in step.operations
+              if isinstance(op, Descend) and op.gradient.name in blas}
+    if not params:
+        return program, []
+    early = descend_early(program, only=params)
+    groups = [group for group in shared_gradients(early) if set(group) <= blas]
+    return (early, groups) if groups else (program, [])
+
+
 def _bias_in_next_formula(program: Program) -> dict[str, tuple[Buffer, Apply]]:
     """{z: (b, the formula)} for each z = W x + b whose product goes to BLAS and whose next step
     is one elementwise formula, the only other reader of z: that formula's loop can add b as it
@@ -397,6 +422,7 @@ def kernel_context(program: Program, batch_norms: list[dict] | None = None) -> d
     ``batch_norms`` (the module context's) adds, after each step's loops, the moves of the
     running mean and variance that the NumPy ``train`` makes in ``_update_running``.
     """
+    program, groups = _sharing(program)
     printer = LoopPrinter(program)
     updates = {step.operations[0].gradient.name: statement(step.equation).formula for step in program.updates
                if isinstance(step.operations[0], Descend)}
@@ -418,11 +444,14 @@ def kernel_context(program: Program, batch_norms: list[dict] | None = None) -> d
     # unused; gradients applied at once need no array either.
     used = {name for step in program.steps for op in step.operations for name in reads(op) | writes(op)}
     used -= set(printer.applied)
+    aliases = [(one_array_comment(group), [(name, group[0]) for name in group[1:]]) for group in groups]
+    used -= {name for group in groups for name in group[1:]}
     state = [b.name for b in program.buffers.values() if b.role == STATE]
     running = [line for b in batch_norms or [] for line in _running_lines(b)]
     estimates = [name for b in batch_norms or [] for name in (b["running_mean"], b["running_var"])]
     helpers = printer.scalar.helpers | twins.helpers
-    return {"scalars": scalars, "steps": steps, "work": [b for b in program.work if b.name in used] + printer.rows, "state": state,
+    return {"scalars": scalars, "steps": steps, "work": [b for b in program.work if b.name in used] + printer.rows,
+            "aliases": aliases, "state": state,
             "running": running, "masks": [mask.name for mask in program.derivation.masks],
             "exp": bool(helpers), "tanh": "tanh" in helpers, "ones": printer.ones,
             # the arrays the kernel changes in place, in train's order: parameters, estimates, state

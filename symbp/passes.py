@@ -5,7 +5,7 @@ in fewer calls, passes and arrays.
 * ``stack_biases``: each layer's W and b as one array [W b], its input over a row of ones;
 * ``gradients_early``: each gradient right after the error it reads;
 * ``descend_early``: each descent right after the last step that reads its parameter, so
-  gradients of one shape can share one array (``inplace.shared_gradients``).
+  gradients of one shape can share one array (``shared_gradients``).
 
 Each takes a program and returns a new one (or the same, where it does not apply); the
 allocating code and the numba kernel print the program as lowered.
@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import sympy as sp
 
-from .algebra import PARAM, Equation, entry
+from .algebra import GRADIENT, PARAM, Equation, entry
 from .derive import alpha
 from .program import (
     AddBias,
@@ -205,7 +205,7 @@ def _expanded(program: Program, names) -> set[str]:
     return set().union(set(), *(program.within(name) for name in names))
 
 
-def descend_early(program: Program) -> Program:
+def descend_early(program: Program, only: set[str] | None = None) -> Program:
     """For plain gradient descent: the program with each update θ ← θ − α ∂L/∂θ moved up to right
     after the last step it must follow (the last that reads θ, as (W⁽ˡ⁾)ᵀδ⁽ˡ⁾ reads W⁽ˡ⁾, or that
     writes ∂L/∂θ), and each gradient still after the backward pass (those over
@@ -213,10 +213,12 @@ def descend_early(program: Program) -> Program:
 
     A gradient's array is then free again as soon as its update is done, so the gradients of
     equal shape (the square W⁽ˡ⁾ of a deep, wide network) can all be computed in one array
-    (``inplace.shared_gradients``). Where those arrays are megabytes, the step then streams one
+    (``shared_gradients``). Where those arrays are megabytes, the step then streams one
     of them instead of one per layer: width 1024, depth 4 trained 2–7% faster (batches of 256
     to 4). The program is returned unchanged for an optimizer, whose update reads and writes
-    its state.
+    its state. With ``only``, just the updates of those parameters move (the numba kernel's,
+    whose other updates are made as their gradients are summed), each where no step left after
+    the backward pass reads what it writes.
     """
     if not program.updates or not all(
             len(s.operations) == 1 and isinstance(s.operations[0], Descend) for s in program.updates):
@@ -224,14 +226,27 @@ def descend_early(program: Program) -> Program:
     order = list(program.backward)
     pending = {s.target.name: s for s in program.gradients}
     placed: list[Step] = []
+    kept: list[Step] = []  # updates that stay after the backward pass (``only``)
     for update in program.updates:
+        if only is not None and update.operations[0].param.name not in only:
+            kept.append(update)
+            continue
         gradient = pending.pop(update.operations[0].gradient.name, None)
         moved = [update] if gradient is None else [gradient, update]  # a gradient just before its update
+        rest = [*pending.values(), *(u for u in program.updates if u not in moved)]
+        if only is not None and any(_depends(program, later, step) for later in rest for step in moved):
+            kept.append(update)
+            if gradient is not None:
+                pending[gradient.target.name] = gradient
+            continue
         position = max((i for i, s in enumerate(order) if any(_depends(program, m, s) for m in moved)), default=-1)
         while position + 1 < len(order) and order[position + 1] in placed:  # after those placed there already
             position += 1
         order[position + 1:position + 1] = moved
         placed += moved
+    if only is not None:
+        return replace(program, backward=tuple(order), gradients=tuple(s for s in program.gradients if s in
+                                                                        pending.values()), updates=tuple(kept))
     if pending:  # a gradient no update reads: keep the program as lowered
         return program
     return replace(program, backward=tuple(order), gradients=(), updates=())
@@ -246,3 +261,32 @@ def _depends(program: Program, step: Step, earlier: Step) -> bool:
     written = names(step, writes)
     return bool(names(step, reads) & names(earlier, writes)
                 or written & (names(earlier, reads) | names(earlier, writes)))
+
+
+def shared_gradients(program: Program) -> list[list[str]]:
+    """Gradients (errors δ⁽ˡ⁾ and ∂L/∂θ) of one shape that can be computed in one array, each
+    group in the order the step computes them (the first names the array).
+
+    A gradient can take the array of one read for the last time before it is written: an
+    error once the next error and its layer's gradients are computed, a ∂L/∂θ once its update
+    is done, which ``descend_early`` puts right after it. Gradients that are part of
+    [∂L/∂W ∂L/∂b], or that hold two, keep arrays of their own.
+    """
+    stacked = {name for stack in program.stacks for name in (stack.whole.name, *(p.name for p in stack.parts))}
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for index, op in enumerate(op for step in program.steps for op in step.operations):
+        for name in set().union(*map(program.within, reads(op) | writes(op))):
+            first.setdefault(name, index)
+            last[name] = index
+    gradients = sorted((b for b in program.buffers.values()
+                        if b.role == GRADIENT and b.name in first and b.name not in stacked), key=lambda b: first[b.name])
+    groups: list[list[str]] = []
+    for gradient in gradients:
+        group = next((g for g in groups if program.buffers[g[0]].shape_code == gradient.shape_code
+                      and last[g[-1]] < first[gradient.name]), None)
+        if group is None:
+            groups.append([gradient.name])
+        else:
+            group.append(gradient.name)
+    return [group for group in groups if len(group) > 1]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from .algebra import PARAM, STATE
-from .codegen import _COMMENT, LINE_LENGTH, module_context, unpack, unpack_masks
+from .codegen import _COMMENT, module_context, one_array_comment, unpack, unpack_masks
 from .derive import Derivation
-from .inplace import InPlacePrinter, shared_arrays, shared_gradients
+from .inplace import InPlacePrinter, shared_arrays
 from .jaxcode import JAX_CODE, jax_context
 from .loops import kernel_context
-from .passes import descend_early, fold_rate, gradients_early, stack_biases
+from .passes import descend_early, fold_rate, gradients_early, shared_gradients, stack_biases
 from .program import Buffer, Program, RowBelow, SideBySide, lower, reads, writes
 from .spec import SpecError
 from .templating import environment
@@ -82,7 +82,7 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
         "work": work,
         "work_wholes": wholes,
         "shared": shared,
-        "gradient_groups": [(_one_array(group), [(name, group[0]) for name in group[1:]]) for group in groups],
+        "gradient_groups": [(one_array_comment(group), [(name, group[0]) for name in group[1:]]) for group in groups],
         "ones": printer.ones,
         "folded": _COMMENT.doprint(program.derivation.layers[-1].delta) if folded is not program else "",
         "stacked": bool(stacked.stacks),
@@ -101,14 +101,6 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
         "unpack_state": unpack([b.name for b in program.buffers.values() if b.role == STATE], "state"),
         "unpack_masks": unpack_masks([mask.name for mask in program.derivation.masks]),
     }
-
-
-def _one_array(group: list[str]) -> str:
-    """The comment above the lines that give gradients (δ⁽ˡ⁾ or ∂L/∂θ) one array."""
-    names = f"{', '.join(group[:-1])} and {group[-1]}"
-    why = "each is read no more when the next is written"
-    comment = f"# {names} share one array: {why}"
-    return comment if len(comment) + 4 <= LINE_LENGTH else f"# those below share {group[0]}'s array: {why}"
 
 
 def _halves(stack: SideBySide) -> list[tuple[Buffer, str]]:

@@ -14,9 +14,9 @@ import symbp
 from symbp.algebra import TARGET, VALUE, Quantity, entry
 from symbp.codegen import UnsupportedOperation
 from symbp.derive import derive_spec
-from symbp.inplace import InPlacePrinter, shared_arrays, shared_gradients
+from symbp.inplace import InPlacePrinter, shared_arrays
 from symbp.network import make_spec
-from symbp.passes import descend_early, fold_rate, gradients_early, stack_biases
+from symbp.passes import descend_early, fold_rate, gradients_early, shared_gradients, stack_biases
 from symbp.program import Apply, Buffer, Program, RowBelow, _quantity, lower, reads, writes
 from symbp.train import load_module, module_for
 

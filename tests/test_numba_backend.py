@@ -275,3 +275,24 @@ def test_the_kernels_constants_are_in_the_datas_dtype():
     assert "    real = X_data.dtype.type\n" in source and "_sigmoid_jit(z1[i, k], real)" in source
     assert "def _sigmoid_jit(z: float, real: type) -> float:" in source
     assert "/ real(m)" in source
+
+
+def test_gradients_blas_computes_share_arrays_in_the_kernel_and_train_as_numpy(tmp_path):
+    """400 × 400 weights: their gradients go to BLAS, and with each update right after its
+    gradient (passes.descend_early) the three share one array, as do the three ∂L/∂b; the last
+    layer's small bias stays updated as its gradient is summed. Mini-batches of 16 with a last
+    one of 8 (the kernel's per-sample arrays made again) train to the NumPy module's weights."""
+    network = ("400-400-400-400-3", "tanh,relu,sigmoid,softmax", "cross_entropy", "mean")
+    modules = both_backends(network, tmp_path)
+    source = (tmp_path / next(p.name for p in tmp_path.glob("*_numba.py"))).read_text(encoding="utf-8")
+    kernel = source[source.index("def _steps("):source.index("def init_params(")]
+    assert "    dW2 = dW3\n    dW1 = dW3\n" in kernel and "    db2 = db3\n    db1 = db3\n" in kernel
+    assert "# dW3, dW2 and dW1 share one array" in kernel
+    assert "b4[i, 0] -= learning_rate * total" in kernel  # summed and applied at once, as before
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((400, 40)), np.eye(3)[:, rng.integers(0, 3, 40)]
+    params = {backend: module.init_params(1, "fan_in") for backend, module in modules.items()}
+    for backend, module in modules.items():
+        module.train(params[backend], X, Y, 3, 0.05, log_every=None, batch_size=16, rng=3)
+    for name in params["numpy"]:
+        np.testing.assert_allclose(params["numba"][name], params["numpy"][name], rtol=1e-12, atol=1e-13)
