@@ -578,8 +578,13 @@ def _with_assumption(d: Derivation, target: str, lines: list[Statement]) -> list
     return [replace(first, formula=f"{first.formula}, using Σⱼ yⱼ = 1"), *rest]
 
 
-def one_array_comment(group: list[str]) -> str:
-    """The comment above the lines that give gradients (δ⁽ˡ⁾ or ∂L/∂θ) one array."""
+def one_array(groups: list[list[str]]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """For each group of gradients (δ⁽ˡ⁾ or ∂L/∂θ) that share an array: the comment above the
+    lines that give them the first one's array, and those lines' (name, array) pairs."""
+    return [(_one_array_comment(group), [(name, group[0]) for name in group[1:]]) for group in groups]
+
+
+def _one_array_comment(group: list[str]) -> str:
     names = f"{', '.join(group[:-1])} and {group[-1]}"
     why = "each is read no more when the next is written"
     comment = f"# {names} share one array: {why}"

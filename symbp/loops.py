@@ -34,7 +34,7 @@ from .codegen import (
     OperationPrinter,
     UnsupportedOperation,
     fits,
-    one_array_comment,
+    one_array,
     short_assignments,
     statement,
 )
@@ -444,14 +444,13 @@ def kernel_context(program: Program, batch_norms: list[dict] | None = None) -> d
     # unused; gradients applied at once need no array either.
     used = {name for step in program.steps for op in step.operations for name in reads(op) | writes(op)}
     used -= set(printer.applied)
-    aliases = [(one_array_comment(group), [(name, group[0]) for name in group[1:]]) for group in groups]
     used -= {name for group in groups for name in group[1:]}
     state = [b.name for b in program.buffers.values() if b.role == STATE]
     running = [line for b in batch_norms or [] for line in _running_lines(b)]
     estimates = [name for b in batch_norms or [] for name in (b["running_mean"], b["running_var"])]
     helpers = printer.scalar.helpers | twins.helpers
     return {"scalars": scalars, "steps": steps, "work": [b for b in program.work if b.name in used] + printer.rows,
-            "aliases": aliases, "state": state,
+            "aliases": one_array(groups), "state": state,
             "running": running, "masks": [mask.name for mask in program.derivation.masks],
             "exp": bool(helpers), "tanh": "tanh" in helpers, "ones": printer.ones,
             # the arrays the kernel changes in place, in train's order: parameters, estimates, state

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .algebra import PARAM, STATE
-from .codegen import _COMMENT, module_context, one_array_comment, unpack, unpack_masks
+from .codegen import _COMMENT, module_context, one_array, unpack, unpack_masks
 from .derive import Derivation
 from .inplace import InPlacePrinter, shared_arrays
 from .jaxcode import JAX_CODE, jax_context
@@ -82,7 +82,7 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
         "work": work,
         "work_wholes": wholes,
         "shared": shared,
-        "gradient_groups": [(one_array_comment(group), [(name, group[0]) for name in group[1:]]) for group in groups],
+        "gradient_groups": one_array(groups),
         "ones": printer.ones,
         "folded": _COMMENT.doprint(program.derivation.layers[-1].delta) if folded is not program else "",
         "stacked": bool(stacked.stacks),
