@@ -233,7 +233,8 @@ def descend_early(program: Program, only: set[str] | None = None) -> Program:
             continue
         gradient = pending.pop(update.operations[0].gradient.name, None)
         moved = [update] if gradient is None else [gradient, update]  # a gradient just before its update
-        rest = [*pending.values(), *(u for u in program.updates if u not in moved)]
+        # what stays after the backward pass: gradients not moved, updates kept or not yet placed
+        rest = [*pending.values(), *(u for u in program.updates if u not in moved and u not in placed)]
         if only is not None and any(_depends(program, later, step) for later in rest for step in moved):
             kept.append(update)
             if gradient is not None:
