@@ -132,8 +132,9 @@ def kernel_tanh_rate(module) -> float:
     import numba
 
     tanh = module._tanh
+    flags = {name: value for name, value in module.COMPILE.items() if name != "cache"}  # as the kernel's
 
-    @numba.njit(error_model="numpy")
+    @numba.njit(**flags)
     def loop(x, out):
         for i in range(x.size):
             out[i] = tanh(x[i])
