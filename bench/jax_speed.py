@@ -13,8 +13,8 @@ Workloads, float64 (JAX's x64 mode), SGD: scikit-learn's digits with the default
 of 32), and a grid of hidden widths × batch sizes on the same data. Each measurement is the
 process CPU time (all threads) of one ``train`` call after a first call that compiled it; the
 repeats alternate between the two trainers, and the table gives medians. XLA runs on one
-thread: ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`` and
-one host device, set before JAX loads unless XLA_FLAGS is already set.
+thread: ``NPROC=1`` and ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false``, and one host device,
+set before JAX loads unless already set.
 """
 
 from __future__ import annotations
@@ -27,7 +27,11 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+# XLA sizes its thread pool from NPROC, else from the CPUs the process may use: NPROC=1 is what
+# keeps it to one thread (intra_op_parallelism_threads=1 is not an XLA flag, and XLA ignores the
+# flags after it).
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+os.environ.setdefault("NPROC", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax

@@ -288,9 +288,25 @@ def _key(rng: "np.random.Generator | int | None") -> Array:
 
 
 def _permutation(key: Array, samples: int) -> tuple[Array, Array]:
-    """The next key, and one epoch's order of the samples, drawn on the device."""
-    key, draw = jax.random.split(key)
-    return key, jax.random.permutation(draw, samples)
+    """The next key, and one epoch's order of the samples, drawn on the device.
+
+    The samples are sorted by random keys, as jax.random.permutation does, but each key is
+    packed above its sample's position into one 32-bit integer: one sort of plain integers
+    (on a CPU, 5 times faster than sorting keys with values). A tie keeps the order of the
+    round before, so there are rounds enough, as in jax.random.permutation, that a tie in
+    every round is unlikely: ⌈3 log₂(samples) / (the random bits)⌉."""
+    width = max(1, (samples - 1).bit_length())  # the bits of a position
+    spare = 32 - width  # the random bits above it
+    if spare < 8:  # over 2²⁴ samples
+        key, draw = jax.random.split(key)
+        return key, jax.random.permutation(draw, samples)
+    positions = jnp.arange(samples, dtype=jnp.uint32)
+    order = positions
+    for _ in range(-(-3 * width // spare)):
+        key, draw = jax.random.split(key)
+        high = jax.random.bits(draw, (samples,), jnp.uint32) >> width << width
+        order = order[jnp.sort(high | positions) & ((1 << width) - 1)]
+    return key, order.astype(jnp.int32)
 
 
 @partial(jax.jit, static_argnames=("size", "sharding"))

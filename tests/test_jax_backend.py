@@ -165,6 +165,31 @@ def test_digits_mini_batches_train_as_the_numpy_backend():
         np.testing.assert_allclose(params[name], replayed[name], rtol=1e-10, atol=1e-12, err_msg=name)
 
 
+def test_the_on_device_shuffle_is_a_uniform_permutation():
+    """_permutation sorts packed integers (random bits above each position) instead of calling
+    jax.random.permutation: each draw must be a permutation, every order of 4 samples must come
+    up about equally often (chi-square over 24,000 draws), and with 3,000 samples (two rounds
+    of sorting) each position must be as likely to land first as any other."""
+    import jax
+
+    jm = module("2-2-1", "sigmoid", "half_se", "sum")
+    keys = jax.random.split(jax.random.key(0), 24_000)
+    orders = np.asarray(jax.jit(jax.vmap(lambda key: jm._permutation(key, 4)[1]))(keys))
+    assert all(sorted(order) == [0, 1, 2, 3] for order in orders[:100])
+    _, counts = np.unique(orders @ np.array([64, 16, 4, 1]), return_counts=True)
+    assert len(counts) == 24
+    chi2 = float(np.sum((counts - 1000) ** 2 / 1000))
+    assert chi2 < 49.7, chi2  # the 0.999 quantile of chi-square with 23 degrees of freedom
+    key, first = jax.random.key(1), []
+    for _ in range(300):
+        key, order = jm._permutation(key, 3000)
+        order = np.asarray(order)
+        assert np.array_equal(np.sort(order), np.arange(3000))
+        first.append(order[0])
+    # the first sample's position: uniform on 0…2999, mean 1499.5, standard error 866/√300 = 50
+    assert abs(np.mean(first) - 1499.5) < 200, np.mean(first)
+
+
 MULTI_DEVICE = textwrap.dedent("""
     import json, sys
     import jax
