@@ -99,7 +99,7 @@ def main() -> int:
     )]
     lines = [
         (f"Machine: {platform.machine()}, os.cpu_count() = {os.cpu_count()}, CPU only; jax {jax.__version__}; "
-        f"XLA_FLAGS={os.environ['XLA_FLAGS']}; command: `python bench/jax_speed.py --repeats {args.repeats}`; "
+        f"NPROC={os.environ.get('NPROC')}, XLA_FLAGS={os.environ['XLA_FLAGS']}; command: `python bench/jax_speed.py --repeats {args.repeats}`; "
         f"process CPU time of one train call after compiling, medians of {args.repeats}, alternating."),
         "",
         ("| workload (digits, 64-H-10 tanh/softmax, SGD, float64) | epochs | derived formulas ms | jax.grad ms "
