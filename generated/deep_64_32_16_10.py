@@ -458,9 +458,11 @@ def _in_place_epochs(
     weights = _stacked(params)
     # one set of work arrays for the batch size, and one for a last, shorter batch if any
     work = {size: _work(size, X.dtype)}
-    # the samples in rows, made once: NumPy gathers rows far faster than columns
+    # the samples in rows, made once: NumPy gathers rows far faster than columns; and the
+    # arrays each epoch's gather writes (a fresh one each epoch costs its page faults)
     if size < samples:
         X_rows, Y_rows = np.ascontiguousarray(X_ones.T), np.ascontiguousarray(Y.T)
+        X_gathered, Y_gathered = np.empty_like(X_rows), np.empty_like(Y_rows)
     logged = []
     try:  # [W b] back into params at the end, and also if stopped early (by Ctrl-C, say)
         for epoch in range(epochs):
@@ -476,10 +478,11 @@ def _in_place_epochs(
                 _step(weights, X_ones, Y, learning_rate, work[size])
                 continue
             # one gather per epoch, of whole rows of the samples-in-rows copies: each batch is
-            # then the transpose of consecutive rows, one block of memory
+            # then the transpose of consecutive rows, one block of memory (mode="clip": the
+            # default mode would gather into a temporary first; every index is in range anyway)
             order = generator.permutation(samples)
-            X_shuffled = np.take(X_rows, order, axis=0).T
-            Y_shuffled = np.take(Y_rows, order, axis=0).T
+            X_shuffled = np.take(X_rows, order, axis=0, out=X_gathered, mode="clip").T
+            Y_shuffled = np.take(Y_rows, order, axis=0, out=Y_gathered, mode="clip").T
             for start in range(0, samples, size):
                 stop = min(start + size, samples)
                 if stop - start not in work:
