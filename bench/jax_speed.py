@@ -15,6 +15,9 @@ process CPU time (all threads) of one ``train`` call after a first call that com
 repeats alternate between the two trainers, and the table gives medians. XLA runs on one
 thread: ``NPROC=1`` and ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false``, and one host device,
 set before JAX loads unless already set.
+
+On a GPU (``JAX_PLATFORMS=cuda``, or ``bash bench/gpu.sh``) the time is wall-clock time instead,
+each call waited for with ``block_until_ready``: the device's work is not the process's CPU time.
 """
 
 from __future__ import annotations
@@ -59,24 +62,31 @@ def trainers(hidden: int):
     return {"derived formulas": derived, "jax.grad": autodiff}
 
 
-def cpu_seconds(module, X, Y, epochs: int, batch_size: int | None) -> tuple[float, dict]:
+# On a CPU, process CPU time (XLA's threads included); on an accelerator the work is the
+# device's, not the process's CPU time, so wall-clock time, each call waited for.
+ON_CPU = jax.default_backend() == "cpu"
+CLOCK = time.process_time if ON_CPU else time.perf_counter
+CLOCK_NAME = "process CPU time" if ON_CPU else "wall-clock time (block_until_ready)"
+
+
+def seconds(module, X, Y, epochs: int, batch_size: int | None) -> tuple[float, dict]:
     params = module.init_params(0, "fan_in")
-    began = time.process_time()
+    began = CLOCK()
     module.train(params, X, Y, epochs, 0.1, log_every=epochs, batch_size=batch_size, rng=0)
     jax.block_until_ready(params)
-    return time.process_time() - began, params
+    return CLOCK() - began, params
 
 
 def measure(hidden: int, batch_size: int | None, epochs: int, repeats: int, X, Y) -> dict:
     pair = trainers(hidden)
     for module in pair.values():  # compile (size is static; the epoch count is not)
-        cpu_seconds(module, X, Y, 1, batch_size)
+        seconds(module, X, Y, 1, batch_size)
     times: dict[str, list[float]] = {name: [] for name in pair}
     finals = {}
     for _ in range(repeats):
         for name, module in pair.items():
-            seconds, finals[name] = cpu_seconds(module, X, Y, epochs, batch_size)
-            times[name].append(seconds)
+            spent, finals[name] = seconds(module, X, Y, epochs, batch_size)
+            times[name].append(spent)
     medians = {name: statistics.median(values) * 1000 for name, values in times.items()}
     gap = max(float(np.max(np.abs(finals["derived formulas"][n] - finals["jax.grad"][n])))
               for n in finals["jax.grad"])
@@ -97,10 +107,12 @@ def main() -> int:
         (64, 256, 100), (64, None, 500),
         (256, 32, 10), (256, 256, 50), (256, None, 200),
     )]
+    device = f"{jax.devices()[0].device_kind} ({jax.default_backend()})"
     lines = [
-        (f"Machine: {platform.machine()}, os.cpu_count() = {os.cpu_count()}, CPU only; jax {jax.__version__}; "
-        f"NPROC={os.environ.get('NPROC')}, XLA_FLAGS={os.environ['XLA_FLAGS']}; command: `python bench/jax_speed.py --repeats {args.repeats}`; "
-        f"process CPU time of one train call after compiling, medians of {args.repeats}, alternating."),
+        (f"Machine: {platform.machine()}, os.cpu_count() = {os.cpu_count()}; device: {device}; "
+         f"jax {jax.__version__}; NPROC={os.environ.get('NPROC')}, XLA_FLAGS={os.environ['XLA_FLAGS']}; "
+         f"command: `python bench/jax_speed.py --repeats {args.repeats}`; "
+         f"{CLOCK_NAME} of one train call after compiling, medians of {args.repeats}, alternating."),
         "",
         ("| workload (digits, 64-H-10 tanh/softmax, SGD, float64) | epochs | derived formulas ms | jax.grad ms "
         "| derived / jax.grad | max abs Δθ |"),
