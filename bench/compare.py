@@ -15,7 +15,6 @@ product instead of after it, say).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -23,8 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import one_thread  # noqa: F401  (first: one thread for every library, before they load)
+
+# isort: split
 
 import numpy as np
 

@@ -24,11 +24,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-# XLA sizes its thread pool from NPROC, else from the CPUs the process may use: NPROC=1 is what
-# keeps it to one thread (intra_op_parallelism_threads=1 is not an XLA flag, and XLA ignores the
-# flags after it).
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
-os.environ.setdefault("NPROC", "1")
+import one_thread  # noqa: F401  (first: one thread for every library, before they load)
+
+# isort: split
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax

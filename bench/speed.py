@@ -35,15 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# One thread per library, set before NumPy, torch or JAX load: on a shared 2-core machine
-# with one core busy, a second BLAS thread waits on it and made the digits run 26 times
-# slower (see bench/README.md). Variables already set in the environment win.
-# XLA sizes its thread pool from NPROC, else from the CPUs the process may use: NPROC=1 is what
-# keeps it to one thread (intra_op_parallelism_threads=1 is not an XLA flag, and XLA ignores the
-# flags after it).
-for variable, value in (("OMP_NUM_THREADS", "1"), ("OPENBLAS_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1"),
-                        ("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false"), ("NPROC", "1")):
-    os.environ.setdefault(variable, value)
+import one_thread  # noqa: F401  (first: one thread for every library, before they load)
+
+# isort: split
 
 import numpy as np
 
