@@ -65,6 +65,7 @@ class JaxPrinter(OperationPrinter):
 
     def assign(self, target: Buffer, expr: sp.Expr) -> list[str]:
         """``target = expr``, split into short lines (shared subexpressions first) when too long."""
+        expr = factored_squares(expr)
         return [f"{name} = {code}" for name, code in short_assignments(self.name(target), expr, INDENT, self.code)]
 
     def _print_Gemm(self, op: Gemm) -> list[str]:
@@ -100,13 +101,29 @@ class JaxPrinter(OperationPrinter):
         return [f"{self.name(op.out)} = {self.name(op.source)}.sum(axis=0, keepdims=True)"]
 
     def _print_ColumnSoftmax(self, op: ColumnSoftmax) -> list[str]:
+        """e^(z − max z) written e^(−(max z − z)): the same numbers (negating is exact), but the
+        form that XLA:CPU compiles to vector instructions when it writes the exponentials over
+        z's own buffer, as it does when nothing reads z later (a tenth of a batch-32 step on
+        digits, measured with bench/jax_speed.py)."""
         out, z = self.name(op.out), self.name(op.source)
-        return [f"{out} = jnp.exp({z} - {z}.max(axis=0, keepdims=True))",
+        return [f"{out} = jnp.exp(-({z}.max(axis=0, keepdims=True) - {z}))",
                 f"{out} = {out} / {out}.sum(axis=0, keepdims=True)"]
 
     def _print_Descend(self, op: Descend) -> list[str]:
         param = self.name(op.param)
         return [f"{param} = {param} - {self.code.doprint(op.rate)} * {self.name(op.gradient)}"]
+
+
+def _one_minus_square(expr: sp.Basic) -> bool:
+    return isinstance(expr, sp.Add) and len(expr.args) == 2 and sp.S.One in expr.args and (1 - expr).is_Pow \
+        and (1 - expr).exp == 2
+
+
+def factored_squares(expr: sp.Expr) -> sp.Expr:
+    """1 − x² as (1 − x)(1 + x), as tanh'(z) = 1 − tanh²(z) is printed: the same value, rounded
+    less where |x| nears 1 (1 − x is exact there), and a product that XLA:CPU compiles to
+    vector instructions when it writes δ over the buffer of Wᵀδ (1 − x² it leaves scalar)."""
+    return expr.replace(_one_minus_square, lambda e: (1 - (1 - e).base) * (1 + (1 - e).base))
 
 
 def pack(names: list[str], target: str, indent: int = INDENT) -> str:

@@ -63,6 +63,24 @@ def test_the_networks_cover_every_activation_loss_and_reduction():
     assert {n[3] for n in NETWORKS} == {"sum", "mean"}
 
 
+def test_tanh_derivative_and_the_softmax_shift_are_printed_in_the_forms_xla_vectorizes():
+    """1 − a² as (1 − a)(1 + a), e^(z − max) as e^(−(max − z)): the same functions (SymPy), printed
+    as such in the module (bench/jax_step.py measures why); other expressions are left as they are."""
+    import sympy as sp
+
+    from symbp.jaxcode import factored_squares
+
+    a, b, d = sp.symbols("a b d", real=True)
+    for expr in (d * (1 - a**2), (1 - a**2) ** 2 + b, 1 - (a + b) ** 2):
+        factored = factored_squares(expr)
+        assert factored != expr and sp.expand(factored - expr) == 0
+    for expr in (1 - 2 * a**2, 2 - a**2, 1 - a**3, 1 + a**2, d * (1 - a)):
+        assert factored_squares(expr) == expr
+    source = symbp.generate("3-4-2", "tanh,softmax", "cross_entropy", "mean", backend="jax")
+    assert "    delta1 = delta1 * (a1 + 1) * (1 - a1)\n" in source
+    assert "    a2 = jnp.exp(-(z2.max(axis=0, keepdims=True) - z2))\n" in source
+
+
 @pytest.mark.parametrize(("seed", "network"), zip(SEEDS, NETWORKS), ids=[n[1] for n in NETWORKS])
 def test_gradients_equal_jax_grad_of_the_modules_own_loss(seed, network):
     jm = module(*network)
