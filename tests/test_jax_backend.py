@@ -357,6 +357,25 @@ def test_symbp_train_with_the_jax_backend(capsys):
     assert capsys.readouterr().err.startswith("symbp: error: --module")
 
 
+@pytest.mark.parametrize("dataset", ["digits", "breast_cancer"])
+def test_symbp_train_with_the_jax_backend_on_each_data_set(dataset, capsys):
+    """Each data set's default network, 3 epochs, with the JAX backend and with the NumPy one: the
+    two draw their batches in different orders, so their accuracies agree only closely."""
+    if not os.environ.get("CI"):
+        pytest.importorskip("sklearn", reason="the data sets need the datasets extra: pip install .[datasets]")
+    from symbp.cli import main
+
+    reports = {}
+    for backend in ("jax", "numpy"):
+        assert main(["train", "--backend", backend, "--dataset", dataset, "--epochs", "3", "--json"]) == 0
+        reports[backend] = json.loads(capsys.readouterr().out)
+    jax_report, numpy_report = reports["jax"], reports["numpy"]
+    assert jax_report["dataset"] == dataset and jax_report["dtype"] == "float64"
+    assert jax_report["test_accuracy"] > 0.9
+    assert jax_report["test_accuracy"] == pytest.approx(numpy_report["test_accuracy"], abs=0.03)
+    assert jax_report["final_loss"] == pytest.approx(numpy_report["final_loss"], rel=0.2)
+
+
 def test_a_backend_without_its_package_is_one_line_naming_the_extra(monkeypatch, capsys):
     from symbp import cli
 
