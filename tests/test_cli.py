@@ -67,7 +67,7 @@ def test_generate_writes_a_numpy_only_module(tmp_path):
     assert result.returncode == 0, result.stderr
     probe = ("import sys, importlib.util as u; s = u.spec_from_file_location('net', sys.argv[1]); "
              "m = u.module_from_spec(s); s.loader.exec_module(m); "
-             "print(sorted(n for n in ('sympy', 'jinja2', 'symbp') if n in sys.modules))")
+             "print(sorted(n for n in ('sympy', 'jinja2', 'symbp', 'jax', 'numba') if n in sys.modules))")
     imported = subprocess.run([sys.executable, "-c", probe, str(out)], capture_output=True, text=True, cwd=tmp_path,
                               check=False)
     assert imported.returncode == 0, imported.stderr
