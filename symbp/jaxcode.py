@@ -103,8 +103,8 @@ class JaxPrinter(OperationPrinter):
     def _print_ColumnSoftmax(self, op: ColumnSoftmax) -> list[str]:
         """e^(z − max z) written e^(−(max z − z)): the same numbers (negating is exact), but the
         form that XLA:CPU compiles to vector instructions when it writes the exponentials over
-        z's own buffer, as it does when nothing reads z later (a tenth of a batch-32 step on
-        digits, measured with bench/jax_speed.py)."""
+        z's own buffer, as it does when nothing reads z later. With tanh' factored too (below),
+        a batch-32 digits step at width 16 went from 11.5 to 10.3 µs (bench/jax_step.py)."""
         out, z = self.name(op.out), self.name(op.source)
         return [f"{out} = jnp.exp(-({z}.max(axis=0, keepdims=True) - {z}))",
                 f"{out} = {out} / {out}.sum(axis=0, keepdims=True)"]
@@ -115,8 +115,10 @@ class JaxPrinter(OperationPrinter):
 
 
 def _one_minus_square(expr: sp.Basic) -> bool:
-    return isinstance(expr, sp.Add) and len(expr.args) == 2 and sp.S.One in expr.args and (1 - expr).is_Pow \
-        and (1 - expr).exp == 2
+    if not (isinstance(expr, sp.Add) and len(expr.args) == 2 and sp.S.One in expr.args):
+        return False
+    square = 1 - expr
+    return square.is_Pow and square.exp == 2
 
 
 def factored_squares(expr: sp.Expr) -> sp.Expr:
