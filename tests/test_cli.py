@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, XOR_MODULE, XOR_OPTIONS, run_main
+from conftest import ROOT, XOR_MODULE, XOR_OPTIONS, needs, run_main
 
 import symbp
 from symbp.cli import build_parser, main
@@ -190,8 +190,7 @@ def test_help_examples_of_derive_and_generate_run(tmp_path, monkeypatch, capsys)
 
 
 def test_generated_modules_are_lint_clean(tmp_path):
-    ruff = pytest.importorskip("ruff", reason="ruff is in the test extra")
-    del ruff
+    needs("ruff", "ruff is in the test extra")
     # Long formulas are the hard case: they must be split into short statements, not left to a formatter.
     varied = [
         ("3-4-4-3", "z/(1+exp(-z)),leaky_relu(0.2),softmax", "half_se", "mean"),

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import needs
 
 import symbp
 from symbp.datasets import load
@@ -61,7 +62,7 @@ def test_float32_training_stays_float32_in_the_callers_arrays(backend, optimizer
 @pytest.mark.parametrize("backend", _backends())
 def test_float32_and_float64_training_reach_the_same_accuracy_on_digits(backend):
     """numba's batches of 32 run its loops, whose exp and tanh have float32 forms of their own."""
-    pytest.importorskip("sklearn", reason="digits needs the datasets extra")
+    needs("sklearn", "digits needs the datasets extra")
     module = module_for(symbp.generate("64-32-10", "tanh,softmax", "cross_entropy", "mean", backend=backend))
     data = load("digits")
     runs = {dtype: fit(module, data, 10, 0.1, 32, seed=0, init="fan_in", dtype=dtype) for dtype in ("float64", "float32")}

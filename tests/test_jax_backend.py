@@ -13,7 +13,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, needs
 from networks import ELEMENTWISE, random_network, targets
 from test_optimizers import SETTINGS
 
@@ -101,7 +101,7 @@ def test_gradients_equal_jax_grad_of_the_modules_own_loss(seed, network):
 
 @pytest.mark.parametrize(("seed", "network"), zip(SEEDS, NETWORKS), ids=[n[1] for n in NETWORKS])
 def test_gradients_and_loss_equal_torch_autograd(seed, network):
-    torch = pytest.importorskip("torch", reason="PyTorch is the test-only oracle; CI installs torch==2.13.0")
+    torch = needs("torch", "PyTorch is the test-only oracle; CI installs torch==2.13.0")
     from test_torch_oracle import torch_loss
 
     _, activation, loss, reduction, l2 = network
@@ -121,7 +121,7 @@ def test_gradients_and_loss_equal_torch_autograd(seed, network):
 
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_optimizers_equal_torch_optim_and_the_numpy_backend(name):
-    pytest.importorskip("torch", reason="PyTorch is the test-only oracle; CI installs torch==2.13.0")
+    needs("torch", "PyTorch is the test-only oracle; CI installs torch==2.13.0")
     from test_optimizer_oracle import RATE, STEPS, torch_steps
 
     seed = SEEDS[list(SETTINGS).index(name) % len(SEEDS)]
@@ -361,8 +361,7 @@ def test_symbp_train_with_the_jax_backend(capsys):
 def test_symbp_train_with_the_jax_backend_on_each_data_set(dataset, capsys):
     """Each data set's default network, 3 epochs, with the JAX backend and with the NumPy one: the
     two draw their batches in different orders, so their accuracies agree only closely."""
-    if not os.environ.get("CI"):
-        pytest.importorskip("sklearn", reason="the data sets need the datasets extra: pip install .[datasets]")
+    needs("sklearn", "the data sets need the datasets extra: pip install .[datasets]")
     from symbp.cli import main
 
     reports = {}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import sympy as sp
+from conftest import installed, requires_torch
 
 import symbp
 from symbp import ops
@@ -65,7 +66,8 @@ def test_a_wrong_backward_map_for_the_new_op_is_caught_by_the_proof():
     assert {check.param for check in report.checks if not check.ok} == {"c1"}
 
 
-torch = pytest.importorskip("torch", reason="PyTorch is the test-only autograd oracle")
+if installed("torch"):
+    import torch
 
 
 def torch_loss(params: dict, X: np.ndarray, Y: np.ndarray):
@@ -84,6 +86,7 @@ def data(seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
     return rng.standard_normal((3, 7)), rng.uniform(0, 1, (2, 7)), rng
 
 
+@requires_torch
 def test_generated_numpy_gradients_and_steps_equal_pytorch():
     module = module_for(symbp.generate(**NETWORK))
     X, Y, _ = data()
@@ -107,7 +110,8 @@ def test_fan_in_start_follows_the_ops_registration():
     assert np.all(params["c1"] == 1.0) and np.all(params["d1"] == 0.0) and np.all(params["b1"] == 0.0)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="the numba backend needs numba (symbp[fast])")
+@requires_torch
+@pytest.mark.skipif(not installed("numba"), reason="the numba backend needs numba (symbp[fast])")
 def test_generated_numba_steps_equal_pytorch(tmp_path):
     path = tmp_path / "scale_shift_numba.py"
     symbp.generate(**NETWORK, backend="numba", output=path)

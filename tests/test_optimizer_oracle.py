@@ -1,10 +1,9 @@
 """Generated optimizers against torch.optim (float64, same weights and data): 100 steps to 1e-10."""
 
-import importlib.util
-import os
 
 import numpy as np
 import pytest
+from conftest import installed, requires_torch
 from networks import random_network
 from test_optimizers import SETTINGS, torch_optimizer
 from test_torch_oracle import targets, torch_loss
@@ -13,8 +12,9 @@ import symbp
 from symbp.train import load_module
 
 # CI installs numba (the fast extra): there a missing numba must fail, not skip its half of the check.
-NUMBA = bool(os.environ.get("CI")) or importlib.util.find_spec("numba") is not None
-torch = pytest.importorskip("torch", reason="PyTorch is the test-only oracle; CI installs torch==2.13.0")
+NUMBA = installed("numba")
+if installed("torch"):
+    import torch
 
 STEPS, RATE = 100, 0.002
 # Per optimizer, three random networks (depth 1–3, mixed activations, every loss, both
@@ -44,6 +44,7 @@ def test_the_cases_cover_every_loss_reduction_and_depth():
     assert {layers.count("-") for layers, *_ in networks} == {1, 2, 3}
 
 
+@requires_torch
 @pytest.mark.parametrize(("name", "seed", "l2"), CASES, ids=[f"{n}-{s}{'-l2' if l2 else ''}" for n, s, l2 in CASES])
 def test_100_steps_equal_torch_optim(name, seed, l2, tmp_path):
     layers, activation, loss, reduction = random_network(seed)

@@ -1,17 +1,18 @@
 """The weight penalty --l2 λ: ½λ Σ‖W⁽ˡ⁾‖² added to the loss, differentiated by SymPy, proved, generated,
 and equal to PyTorch (autograd of the penalised loss, and torch.optim.SGD on it)."""
 
-import importlib.util
 
 import numpy as np
 import pytest
+from conftest import installed, requires_torch
 from test_torch_oracle import targets, torch_loss
 
 import symbp
 from symbp.cli import main
 from symbp.train import load_module, module_for
 
-torch = pytest.importorskip("torch", reason="PyTorch is the test-only oracle; CI installs torch==2.13.0")
+if installed("torch"):
+    import torch
 
 NETWORKS = [
     ("2-3-1", "tanh,sigmoid", "bce", "mean", "0.05"),
@@ -45,6 +46,7 @@ def test_the_proof_would_catch_a_missing_penalty_gradient():
     assert {check.param for check in d.verify().checks if not check.ok} == {"W1", "W2"}
 
 
+@requires_torch
 @pytest.mark.parametrize("network", NETWORKS, ids=[n[1] for n in NETWORKS])
 def test_generated_gradients_and_steps_equal_pytorch(network, tmp_path):
     layers, activation, loss, reduction, l2 = network
@@ -52,7 +54,7 @@ def test_generated_gradients_and_steps_equal_pytorch(network, tmp_path):
     rng = np.random.default_rng(len(layers))
     X = rng.standard_normal((widths[0], 6))
     Y = targets(rng, loss, widths[-1], 6)
-    backends = ["numpy"] + (["numba"] if importlib.util.find_spec("numba") else [])
+    backends = ["numpy"] + (["numba"] if installed("numba") else [])
     for backend in backends:
         path = tmp_path / f"net_{backend}.py"
         symbp.generate(layers, activation, loss, reduction, output=path, backend=backend, l2=l2)
