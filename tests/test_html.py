@@ -8,7 +8,7 @@ import subprocess
 from html.parser import HTMLParser
 
 import pytest
-from conftest import ROOT, XOR_OPTIONS
+from conftest import ROOT, XOR_OPTIONS, needs
 from conftest import run_main as run
 
 from symbp import derive
@@ -203,9 +203,8 @@ def test_the_page_renders_in_a_browser_with_no_raw_latex_showing(pages, tmp_path
     taken = subprocess.run([chromium, *flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True,
                            check=False, timeout=60)
     assert taken.returncode == 0 and shot.is_file(), taken.stderr[-2000:]
-    from PIL import Image
-
-    with Image.open(shot) as image:
+    image_module = needs("PIL.Image", "the screenshot is read with Pillow, which the plot extra brings")
+    with image_module.open(shot) as image:
         assert image.size == (1280, 2000)
         gray = image.convert("L")
         inked = sum(gray.histogram()[:128])  # dark pixels: text and formulas
