@@ -20,10 +20,7 @@ from test_optimizers import SETTINGS
 import symbp
 from symbp.train import XOR_X, XOR_Y, module_for
 
-if os.environ.get("CI"):
-    import jax  # CI installs the jax extra; a missing jax must fail there, not skip
-else:
-    jax = pytest.importorskip("jax", reason="the jax backend needs the jax extra: pip install .[jax]")
+jax = needs("jax", "the jax backend needs the jax extra: pip install .[jax]")
 
 # Random networks (tests/networks.py) that together cover every activation, softmax, every loss and both
 # reductions; the last also has the --l2 penalty.
@@ -158,8 +155,7 @@ def test_xor_trains_as_the_numpy_backend_over_10000_epochs():
 
 
 def test_digits_mini_batches_train_as_the_numpy_backend():
-    if not os.environ.get("CI"):
-        pytest.importorskip("sklearn", reason="digits ships with scikit-learn: pip install .[datasets]")
+    needs("sklearn", "digits ships with scikit-learn: pip install .[datasets]")
     from symbp.datasets import load
 
     digits = load("digits", 0)

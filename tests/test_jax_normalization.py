@@ -8,22 +8,19 @@ each generated and compiled once (module-scoped cache): every jit compile costs 
 
 import ast
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+from conftest import needs
 from networks import targets
 
 import symbp
 from symbp.train import module_for
 
-if os.environ.get("CI"):
-    import jax  # CI installs the jax extra; a missing jax must fail there, not skip
-else:
-    jax = pytest.importorskip("jax", reason="the jax backend needs the jax extra: pip install .[jax]")
+jax = needs("jax", "the jax backend needs the jax extra: pip install .[jax]")
 
 # symbp runs SymPy on formulas in a forked child (symbp/budget.py); the child never runs JAX.
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")

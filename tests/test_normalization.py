@@ -3,7 +3,7 @@ against PyTorch's BatchNorm1d (training mode, float64) for gradients and running
 
 import numpy as np
 import pytest
-from conftest import installed, requires_torch
+from conftest import installed, needs, requires_torch
 from test_torch_oracle import output_loss as torch_loss
 from test_torch_oracle import targets, torch_activation
 
@@ -363,10 +363,8 @@ def test_gamma_and_beta_train_with_an_optimizer_as_torch_optim_does():
 def numba_and_numpy(tmp_path, name, network):
     """The network's numba module (compiled on first use) and its NumPy module."""
     import importlib.util
-    import os
 
-    if not os.environ.get("CI") and importlib.util.find_spec("numba") is None:
-        pytest.skip("the numba backend needs the fast extra: pip install .[fast]")
+    needs("numba", "the numba backend needs the fast extra: pip install .[fast]")
     path = tmp_path / f"{name}.py"
     symbp.generate(**network, backend="numba", output=path)
     spec = importlib.util.spec_from_file_location(name, path)

@@ -9,14 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import needs
 
 import symbp
 from symbp.train import XOR_X, XOR_Y, load_module
 
-if os.environ.get("CI"):
-    import numba  # CI installs the fast extra; a missing numba must fail there, not skip
-else:
-    numba = pytest.importorskip("numba", reason="the numba backend needs the fast extra: pip install .[fast]")
+numba = needs("numba", "the numba backend needs the fast extra: pip install .[fast]")
 
 NETWORKS = [
     ("2-2-1", "sigmoid", "half_se", "sum"),

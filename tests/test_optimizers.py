@@ -1,11 +1,10 @@
 """Optimizers (--optimizer, torch.optim's updates and defaults): options, derivation, generated modules."""
 
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
+from conftest import needs
 
 import symbp
 from symbp.cli import main
@@ -114,8 +113,8 @@ def torch_optimizer(torch, name, tensors, learning_rate, settings):
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_training_resumed_from_a_checkpoint_equals_uninterrupted_training(backend, tmp_path):
-    if backend == "numba" and not (os.environ.get("CI") or importlib.util.find_spec("numba")):
-        pytest.skip("the numba backend needs the fast extra: pip install .[fast]")
+    if backend == "numba":
+        needs("numba", "the numba backend needs the fast extra: pip install .[fast]")
     path = tmp_path / f"net_{backend}.py"
     symbp.generate("3-2-1", "tanh,sigmoid", "bce", "mean", output=path, backend=backend,
                    optimizer="adam", betas="0.8,0.99", weight_decay="0.01")

@@ -6,19 +6,13 @@ import re
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_main
+from conftest import ROOT, needs, run_main
 
 import symbp
 from symbp.datasets import DEFAULTS, Dataset, load
 from symbp.train import fit, load_module, module_for
 
-if os.environ.get("CI"):  # CI installs the datasets and plot extras: missing ones must fail there
-    import matplotlib  # noqa: F401
-    import sklearn  # noqa: F401
-
-
-def needs(package):
-    return pytest.importorskip(package, reason=f"pip install .[datasets,plot] for {package}")
+EXTRAS = "pip install .[datasets,plot]"
 
 
 def run(*args, cwd=ROOT):
@@ -42,7 +36,7 @@ def test_xor_is_solved_from_every_one_of_20_seeds_with_the_defaults():
 
 @pytest.mark.parametrize("dataset", ["digits", "breast_cancer"])
 def test_default_settings_reach_95_percent_on_the_held_out_split(dataset):
-    needs("sklearn")
+    needs("sklearn", EXTRAS)
     result = run("--dataset", dataset, "--json")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
@@ -167,7 +161,7 @@ def test_saved_weights_load_back_into_the_module(tmp_path):
 
 
 def test_digits_weights_come_with_the_input_scaling(tmp_path):
-    needs("sklearn")
+    needs("sklearn", EXTRAS)
     target = tmp_path / "digits.npz"
     report = json.loads(run("--dataset", "digits", "--epochs", "3", "--json", "--save", str(target)).stdout)
     module = default_module("digits")
@@ -182,7 +176,7 @@ def test_digits_weights_come_with_the_input_scaling(tmp_path):
 
 
 def test_plot_draws_a_png(tmp_path):
-    needs("matplotlib")
+    needs("matplotlib", EXTRAS)
     target = tmp_path / "xor.png"
     result = run("--plot", str(target), "--epochs", "2000")
     assert result.returncode == 0, result.stderr
@@ -191,8 +185,8 @@ def test_plot_draws_a_png(tmp_path):
 
 
 def test_digits_plot_is_written(tmp_path):
-    needs("matplotlib")
-    needs("sklearn")
+    needs("matplotlib", EXTRAS)
+    needs("sklearn", EXTRAS)
     target = tmp_path / "digits.png"
     result = run("--dataset", "digits", "--epochs", "3", "--plot", str(target))
     assert result.returncode == 0, result.stderr
@@ -205,7 +199,7 @@ def titled(figure):
 
 
 def test_plot_of_a_held_out_split_has_loss_accuracy_and_confusion():
-    needs("matplotlib")
+    needs("matplotlib", EXTRAS)
     import matplotlib.pyplot as plt
 
     from symbp.plots import training_figure
@@ -242,7 +236,7 @@ def test_plot_of_a_held_out_split_has_loss_accuracy_and_confusion():
 
 
 def test_xor_plot_has_the_surface_with_a_legend_for_the_points():
-    needs("matplotlib")
+    needs("matplotlib", EXTRAS)
     import matplotlib.pyplot as plt
 
     from symbp.plots import training_figure
@@ -259,7 +253,7 @@ def test_xor_plot_has_the_surface_with_a_legend_for_the_points():
 
 
 def test_compare_fits_mlpclassifier_on_the_same_split():
-    needs("sklearn")
+    needs("sklearn", EXTRAS)
     report = json.loads(run("--dataset", "breast_cancer", "--compare", "--json").stdout)
     assert report["mlpclassifier"]["hidden_layer_sizes"] == [16]
     assert 0.8 < report["mlpclassifier"]["test_accuracy"] <= 1.0
@@ -283,8 +277,8 @@ def test_bad_train_options_are_one_line_and_exit_2(args, needle, tmp_path):
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_train_without_logging_computes_no_loss_and_trains_the_same(backend):
-    if backend == "numba" and not os.environ.get("CI"):
-        pytest.importorskip("numba", reason="the numba backend needs the fast extra")
+    if backend == "numba":
+        needs("numba", "the numba backend needs the fast extra: pip install .[fast]")
     module = module_for(symbp.generate("3-4-2", "tanh,softmax", "cross_entropy", "mean", backend=backend))
     rng = np.random.default_rng(2)
     X, Y = rng.standard_normal((3, 20)), np.eye(2)[rng.integers(0, 2, 20)].T
