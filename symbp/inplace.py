@@ -46,6 +46,9 @@ _UNARY = {sp.exp: "exp", sp.log: "log", sp.tanh: "tanh", sp.sinh: "sinh", sp.cos
           sp.sin: "sin", sp.cos: "cos", sp.tan: "tan", sp.atan: "arctan", sp.asinh: "arcsinh",
           sp.Abs: "absolute", sp.sign: "sign"}
 _BINARY = {logaddexp: "logaddexp", sp.Max: "maximum", sp.Min: "minimum"}
+# Entries per sample (or per gradient) between which a product with a side of 16 or less is
+# multiplied in pieces: below, it would need more than 2,000 samples to be cut at all.
+_PIECES_FROM, _PIECES_TO = 500, 4200
 
 
 def _is_scalar(expr: sp.Basic) -> bool:
@@ -81,12 +84,41 @@ class InPlacePrinter(OperationPrinter):
         self.last_reader = {name: id(op) for step in program.steps for op in step.operations
                             for read in reads(op) for name in program.within(read)}
         self.units: set[int] = set()  # the unit counts of the rows of ones sums over units use
+        self.pieces: dict[str, str] = {}  # products multiplied in pieces: name → _pieces' arguments
 
     # -- operations ----------------------------------------------------------------------------
     def _print_Gemm(self, op: Gemm) -> list[str]:
         left = op.left.name + (".T" if op.left_transposed else "")
         right = op.right.name + (".T" if op.right_transposed else "")
-        return [f"np.dot({left}, {right}, out={op.out.name})"]
+        pieces = self.pieces_of(op)
+        if pieces is None:
+            return [f"np.dot({left}, {right}, out={op.out.name})"]
+        name = f"{op.out.name}_pieces"
+        self.pieces[name] = pieces
+        return [f"_dot({left}, {right}, {op.out.name}, {name})"]
+
+    def pieces_of(self, op: Gemm) -> str | None:
+        """The arguments of ``_pieces`` that cut a product with a small side into pieces of
+        its result's columns, or None for a product multiplied whole.
+
+        OpenBLAS multiplies a product of at most 10⁶ multiply-adds with kernels that do not
+        pack (copy) its operands first; where one side is 16 or less, packing costs about
+        as much as the arithmetic, and the pieces take 0.3–0.8 of the whole product's time
+        (``bench/NOTES.md``). Past about 4,200 entries per sample (a wide layer into a
+        narrow one) or per gradient the pieces were slower, so those stay whole. A
+        gradient's pieces also hold at most 650 entries each: OpenBLAS's small kernel for
+        it is slow on larger ones.
+        """
+        inner = op.left.rows if op.left_transposed else op.left.cols
+        if op.out.per_sample and inner is not None:  # W a or Wᵀδ: pieces of the samples
+            size = op.out.rows * inner
+            if min(op.out.rows, inner) <= 16 and _PIECES_FROM <= size <= _PIECES_TO:
+                return f"m, {size} * m"
+        elif not op.out.per_sample and inner is None:  # δ aᵀ, summed over the samples
+            size = op.out.rows * op.out.cols
+            if min(op.out.rows, op.out.cols) <= 16 and _PIECES_FROM <= size <= _PIECES_TO:
+                return f"{op.out.cols}, {size} * m, {size}"
+        return None
 
     def _print_AddBias(self, op: AddBias) -> list[str]:
         return [f"{op.out.name} += {op.bias.name}"]

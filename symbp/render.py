@@ -69,6 +69,7 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
         elif w.name not in shared and w.name not in parts | viewed | in_one:
             work.append((w.name, code))
     work += [(f"ones_{rows}", f"np.ones((1, {rows}), dtype)") for rows in sorted(printer.units)]
+    work += [(name, f"_pieces({arguments})") for name, arguments in printer.pieces.items()]
     names = [name for name, _ in work] + (["ones"] if printer.ones else [])
     given = _weights(program, stacked)
     made = [(stack.whole.name, code) for _, stack, code in given if stack]
@@ -84,6 +85,7 @@ def numpy_context(program: Program, batch_norms: bool = False) -> dict:
         "shared": shared,
         "gradient_groups": one_array(groups),
         "ones": printer.ones,
+        "pieces": bool(printer.pieces),
         "folded": _COMMENT.doprint(program.derivation.layers[-1].delta) if folded is not program else "",
         "stacked": bool(stacked.stacks),
         "updates_early": moved,

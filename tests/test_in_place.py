@@ -317,7 +317,8 @@ def test_each_gradient_comes_right_after_the_error_it_reads_and_frees_the_layers
     a⁽¹⁾'s array. σ' = a(1 − a) reads a twice and keeps a temporary of its own."""
     step = (lambda source: source[source.index("def _step("):source.index("def _in_place_epochs(")])
     digits = step((ROOT / "generated" / "digits_64_128_10.py").read_text(encoding="utf-8"))
-    assert digits.index("out=dW2_db2)") < digits.index("out=delta1_extra)") < digits.index("out=dW1_db1)")
+    assert (digits.index("_dot(delta2, a1_ones.T, dW2_db2, ") < digits.index("_dot(W2_b2.T, delta2, delta1_extra, ")
+            < digits.index("out=dW1_db1)"))
     assert "    np.square(a1, out=a1)  # a1 is read no more: its array takes this\n" in digits
     assert "delta1_t1" not in digits
     xor = step((ROOT / "generated" / "xor_2_2_1.py").read_text(encoding="utf-8"))
@@ -407,3 +408,56 @@ def test_updates_come_after_every_step_they_depend_on_in_random_networks():
                     assert position[id(first)] < position[id(second)], (seed, first.target, second.target)
         moved += [id(s) for s in before] != [id(s) for s in after]
     assert moved > 20  # most programs have an update that can move
+
+
+def test_products_with_a_side_of_at_most_16_are_multiplied_in_pieces_the_others_whole():
+    """W⁽²⁾a⁽¹⁾, (W⁽²⁾)ᵀδ⁽²⁾ and δ⁽²⁾(a⁽¹⁾)ᵀ have a side of 10: each goes through ``_dot`` with its
+    pieces; the two products with the 64 inputs and 128 units stay one np.dot each."""
+    digits = (ROOT / "generated" / "digits_64_128_10.py").read_text(encoding="utf-8")
+    step = digits[digits.index("def _step("):digits.index("def _in_place_epochs(")]
+    for line in ("_dot(W2_b2, a1_ones, z2, z2_pieces)", "_dot(delta2, a1_ones.T, dW2_db2, dW2_db2_pieces)",
+                 "_dot(W2_b2.T, delta2, delta1_extra, delta1_extra_pieces)",
+                 "np.dot(W1_b1, X_ones, out=z1)", "np.dot(delta1, X_ones.T, out=dW1_db1)"):
+        assert line in step
+    assert step.count("_dot(") == 3
+    xor = (ROOT / "generated" / "xor_2_2_1.py").read_text(encoding="utf-8")
+    assert "_pieces" not in xor  # 2 × 3 entries: it would take 166,000 samples to cut one
+
+
+def test_pieces_cover_each_product_once_and_only_where_it_is_large():
+    module = load_module(ROOT / "generated" / "digits_64_128_10.py", "pieces_digits")
+    names = module._step.__code__.co_varnames
+    for m, z2, gradient in ((32, 0, 0), (256, 0, 2), (1347, 2, 2), (8000, 11, 11)):
+        work = dict(zip(names[names.index("a1_ones"):], module._work(m, "float64"), strict=False))
+        assert len(work["z2_pieces"]) == z2 and len(work["delta1_extra_pieces"]) == z2, m
+        assert len(work["dW2_db2_pieces"]) == gradient, m
+        for pieces, length in ((work["z2_pieces"], m), (work["dW2_db2_pieces"], 129)):
+            covered = np.concatenate([np.arange(length)[piece] for piece in pieces]) if pieces else np.arange(length)
+            np.testing.assert_array_equal(covered, np.arange(length))
+            assert all(10 * (p.stop - p.start) * (m if length == 129 else 129) <= 1_000_000 for p in pieces)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch", [None, 256])
+def test_a_step_in_pieces_computes_what_train_step_does(dtype, batch):
+    """At 1,347 samples every side-10 product is cut (and at 256 the gradient's): the trained
+    weights are train_step's, to rounding."""
+    module = load_module(ROOT / "generated" / "digits_64_128_10.py", "pieces_step")
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((64, 1347)).astype(dtype)
+    Y = np.eye(10, dtype=dtype)[:, rng.integers(0, 10, 1347)]
+    params = module.init_params(3, "fan_in", dtype)
+    expected = {k: v.copy() for k, v in params.items()}
+    order = np.random.default_rng(7).permutation(1347) if batch else None
+    if batch:
+        for start in range(0, 1347, batch):
+            index = order[start:start + batch]
+            module.train_step(expected, X[:, index], Y[:, index], 0.5)
+    else:
+        module.train_step(expected, X, Y, 0.5)
+    module.train(params, X, Y, 1, 0.5, log_every=None, batch_size=batch, rng=np.random.default_rng(7))
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    for name, value in expected.items():
+        assert params[name].dtype == np.dtype(dtype)
+        np.testing.assert_allclose(params[name], value, rtol=tolerance, atol=tolerance, err_msg=name)
+        assert not np.array_equal(value, module.init_params(3, "fan_in", dtype)[name])
