@@ -402,6 +402,8 @@ def _step(
     [∂L/∂W ∂L/∂b], so one product computes each.
     [W b]ᵀδ is Wᵀδ over one more row, bᵀδ, which its array (``_extra``) holds and
     nothing reads.
+    Products with a side of 16 or less go through ``_dot``, which multiplies them in
+    pieces (``_pieces``) on batches long enough for that to be faster.
     """
     W1_b1, W2_b2, W3_b3 = params
     (

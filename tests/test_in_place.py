@@ -461,3 +461,29 @@ def test_a_step_in_pieces_computes_what_train_step_does(dtype, batch):
         assert params[name].dtype == np.dtype(dtype)
         np.testing.assert_allclose(params[name], value, rtol=tolerance, atol=tolerance, err_msg=name)
         assert not np.array_equal(value, module.init_params(3, "fan_in", dtype)[name])
+
+
+@pytest.mark.parametrize("options", [{"optimizer": "adam"}, {"batch_norm": True}, {"l2": 0.01},
+                                     {"optimizer": "momentum", "batch_norm": True}])
+def test_products_in_pieces_train_as_train_step_with_optimizers_normalization_and_a_penalty(options):
+    """64-128-10 at 2,000 samples: the three products through the 10 outputs are cut; 2 epochs of
+    train equal 2 train_steps (the optimizer's state and the running estimates too)."""
+    source = symbp.generate("64-128-10", "tanh,softmax", "cross_entropy", **options)
+    step = source[source.index("def _step("):source.index("def _in_place_epochs(")]
+    assert step.count("_dot(") == 3, step
+    module = module_for(source)
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((64, 2000))
+    Y = np.eye(10)[:, rng.integers(0, 10, 2000)]
+    pieces = [work for work in module._work(2000, "float64") if isinstance(work, tuple)]
+    assert len(pieces) == 3 and all(pieces)  # each of the three is cut at this size
+    looped, stepped = module.init_params(4, "fan_in"), module.init_params(4, "fan_in")
+    state = module.init_state(stepped) if "optimizer" in options else None
+    kept = module.init_state(looped) if state is not None else None
+    module.train(looped, X, Y, 2, 0.05, log_every=None, **({"state": kept} if kept is not None else {}))
+    for _ in range(2):
+        module.train_step(stepped, X, Y, 0.05, *([state] if state is not None else []))
+    for name, value in stepped.items():
+        np.testing.assert_allclose(looped[name], value, rtol=1e-11, atol=1e-13, err_msg=name)
+    for name in state or {}:
+        np.testing.assert_allclose(kept[name], state[name], rtol=1e-11, atol=1e-13, err_msg=name)
