@@ -107,16 +107,17 @@ class InPlacePrinter(OperationPrinter):
         (``bench/NOTES.md``). Past about 4,200 entries per sample (a wide layer into a
         narrow one) or per gradient the pieces were slower, so those stay whole. A
         gradient's pieces also hold at most 650 entries each: OpenBLAS's small kernel for
-        it is slow on larger ones.
+        it is slow on larger ones. A gradient is cut into pieces of its columns, and only
+        where it has 16 rows or fewer: pieces of one or two columns were slower.
         """
         inner = op.left.rows if op.left_transposed else op.left.cols
         if op.out.per_sample and inner is not None:  # W a or Wᵀδ: pieces of the samples
             size = op.out.rows * inner
             if min(op.out.rows, inner) <= 16 and _PIECES_FROM <= size <= _PIECES_TO:
                 return f"m, {size} * m"
-        elif not op.out.per_sample and inner is None:  # δ aᵀ, summed over the samples
-            size = op.out.rows * op.out.cols
-            if min(op.out.rows, op.out.cols) <= 16 and _PIECES_FROM <= size <= _PIECES_TO:
+        elif not op.out.per_sample and inner is None:  # δ aᵀ, summed over the samples: pieces of its
+            size = op.out.rows * op.out.cols  # columns, so only where its rows are the short side
+            if op.out.rows <= 16 and _PIECES_FROM <= size <= _PIECES_TO:
                 return f"{op.out.cols}, {size} * m, {size}"
         return None
 

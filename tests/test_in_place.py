@@ -422,6 +422,11 @@ def test_products_with_a_side_of_at_most_16_are_multiplied_in_pieces_the_others_
     assert step.count("_dot(") == 3
     xor = (ROOT / "generated" / "xor_2_2_1.py").read_text(encoding="utf-8")
     assert "_pieces" not in xor  # 2 × 3 entries: it would take 166,000 samples to cut one
+    # 9 inputs (with the ones) into 300 units: W⁽¹⁾X is cut along the samples, but ∂L/∂W⁽¹⁾, cut
+    # along its 9 columns, would be pieces of one or two columns, which were slower
+    wide = symbp.generate("8-300-4", "tanh,softmax", "cross_entropy")
+    assert "_dot(W1_b1, X_ones, z1, z1_pieces)" in wide and "np.dot(delta1, X_ones.T, out=dW1_db1)" in wide
+    assert "_dot(delta2, a1_ones.T, dW2_db2, dW2_db2_pieces)" in wide  # 4 rows: cut along its 301 columns
 
 
 def test_pieces_cover_each_product_once_and_only_where_it_is_large():
