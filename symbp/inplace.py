@@ -6,7 +6,9 @@ costs more than the arithmetic. So ``train`` runs a step printed from the lowere
 program (:mod:`symbp.program`) with ``out=`` everywhere: the program's buffers become work
 arrays made once per batch size, and each operation becomes one call per line:
 
-* ``Gemm`` → ``np.dot(W1, X, out=z1)``; ``AddBias`` → ``z1 += b1``;
+* ``Gemm`` → ``np.dot(W1, X, out=z1)``, or ``_dot(W2, a1, z2, z2_pieces)`` for a product with a
+  side of 16 or less, which the module multiplies in pieces on long batches (``pieces_of``);
+  ``AddBias`` → ``z1 += b1``;
 * ``Apply`` → the elementwise formula (code forms put in, shared subexpressions in their
   scratch arrays, as the program decided) written as ufunc calls into its array;
 * ``SampleTotal`` → ``np.dot`` with a column of ones; ``UnitTotal`` → ``np.dot`` with a row of
